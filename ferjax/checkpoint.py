@@ -1,0 +1,127 @@
+"""Checkpoints: the only module that imports orbax.
+
+A checkpoint is a step directory holding three items: `state` (step, params, batch_stats,
+opt_state), `data` (the grain iterator's position) and `config` (the run's config as JSON).
+orbax writes each step into a temporary directory and renames it when complete, so a process
+killed during a save leaves the previous checkpoints untouched and usable.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+CKPT_SUBDIR = 'checkpoints'
+
+
+class IncompatibleCheckpoint(ValueError):
+  """A checkpoint whose parameters do not fit the model being restored."""
+
+
+def checkpoint_dir(path: str) -> str:
+  """Accepts a workdir or its checkpoints/ directory."""
+  path = os.path.abspath(os.path.expanduser(path))
+  return path if os.path.basename(path) == CKPT_SUBDIR else os.path.join(path, CKPT_SUBDIR)
+
+
+class Manager:
+  def __init__(self, path: str, keep: int = 3, read_only: bool = False):
+    self.directory = checkpoint_dir(path)
+    if read_only and not os.path.isdir(self.directory):
+      raise FileNotFoundError(f'no checkpoints under {path!r} (looked in {self.directory})')
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                           read_only=read_only, cleanup_tmp_directories=True)
+    self._mngr = ocp.CheckpointManager(self.directory, options=options,
+                                       item_names=('state', 'data', 'config'))
+
+  def latest_step(self) -> int | None:
+    return self._mngr.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._mngr.all_steps())
+
+  def save(self, step: int, state_tree: Any, data_iter, config: ml_collections.ConfigDict,
+           force: bool = True) -> None:
+    items = dict(state=ocp.args.StandardSave(state_tree),
+                 config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
+    if data_iter is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iter)
+    self._mngr.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def wait(self) -> None:
+    self._mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self._mngr.wait_until_finished()
+    self._mngr.close()
+
+  def _step(self, step: int | None) -> int:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no finished checkpoint in {self.directory}')
+    if step not in self.all_steps():
+      raise FileNotFoundError(f'no checkpoint for step {step} in {self.directory}; '
+                              f'available: {self.all_steps()}')
+    return step
+
+  def config(self, step: int | None = None) -> ml_collections.ConfigDict:
+    step = self._step(step)
+    restored = self._mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return ml_collections.ConfigDict(restored['config'])
+
+  def restore(self, abstract_state: Any, data_iter=None, step: int | None = None,
+              params_only: bool = False) -> Any:
+    """Restores into `abstract_state` (ShapeDtypeStructs with shardings).
+
+    With `params_only`, only params and batch_stats are read (init_from); the rest of the
+    abstract state is returned as is.
+    """
+    step = self._step(step)
+    target = abstract_state
+    if params_only:
+      target = {k: abstract_state[k] for k in ('params', 'batch_stats')}
+    self._check_compatible(step, target)
+    items = dict(state=ocp.args.StandardRestore(target, partial_restore=params_only))
+    if data_iter is not None and not params_only:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
+    return restored['state']
+
+  def _check_compatible(self, step: int, target: Any) -> None:
+    """Names the parameters that differ instead of letting orbax fail deep inside."""
+    meta = self._mngr.item_metadata(step)['state']
+    meta = getattr(meta, 'tree', meta)
+    want = {jax.tree_util.keystr(k): v.shape for k, v in
+            jax.tree_util.tree_flatten_with_path(target)[0]}
+    have = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in
+            jax.tree_util.tree_flatten_with_path(meta)[0] if hasattr(v, 'shape')}
+    have = {k: v for k, v in have.items() if k.split(']')[0] + ']' in
+            {w.split(']')[0] + ']' for w in want}}
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    wrong = sorted(k for k in set(want) & set(have) if tuple(want[k]) != tuple(have[k]))
+    if missing or unexpected or wrong:
+      lines = [f'checkpoint {self.directory}/{step} does not fit this model '
+               f'(is it from another model or config?)']
+      for title, keys in (('missing', missing), ('unexpected', unexpected)):
+        if keys:
+          lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys[:8]) +
+                       (' ...' if len(keys) > 8 else ''))
+      for k in wrong[:8]:
+        lines.append(f'  shape of {k}: checkpoint {have[k]} vs model {tuple(want[k])}')
+      raise IncompatibleCheckpoint('\n'.join(lines))
+
+
+def abstract_with_sharding(abstract: Any, shardings: Any) -> Any:
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)
+
+
+def to_numpy(tree: Any) -> Any:
+  return jax.tree.map(np.asarray, tree)

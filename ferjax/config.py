@@ -1,0 +1,150 @@
+"""Shared config pieces: the base schema, `FILE:k=v,...` arguments and the `smoke` shrink.
+
+Every experiment file in configs/ builds on `base_config()` and ends with `finalize(cfg, arg)`,
+so every config has the same keys (a misspelt `--config.a.b=v` override is rejected by
+ml_collections because the dict is locked) and every config accepts `smoke` for CPU tests.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from typing import Any
+
+import ml_collections
+
+# Dataset specs for the synthetic benchmark: 'synthetic:DOMAIN:SPLIT'.
+SYNTHETIC_DOMAINS = ('lab', 'wild', 'cartoon', 'lowq', 'occluded')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = 'baseline'
+
+  c.model = ml_collections.ConfigDict(dict(
+      backbone='resnet18',
+      width=64,                  # stem width; torchvision ResNet-18 is 64
+      stage_sizes=(2, 2, 2, 2),  # blocks per stage; ResNet-18 is (2, 2, 2, 2)
+      num_classes=8,
+      va_head=True,              # a 2-unit tanh head for valence/arousal
+      dropout=0.0,
+      dtype='float32',           # compute dtype; params always stay float32
+      bn_momentum=0.9,           # flax convention (= 1 - torch momentum 0.1)
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      train='synthetic:wild:train',
+      train_examples=20000,
+      eval_sets='synthetic:wild:test',  # comma-separated specs
+      eval_examples=1000,
+      image_size=112,
+      num_threads=4,             # grain read threads (rendering / decoding)
+      num_workers=0,             # grain worker processes (0 = in-process)
+      prefetch=2,
+  ))
+
+  c.augment = ml_collections.ConfigDict(dict(
+      flip=True,
+      crop_pad=0.0625,           # pad by this fraction of the size, then random crop back
+      rotate_deg=10.0,
+      brightness=0.2,
+      contrast=0.2,
+      # Normalisation applied on device after augmentation (ImageNet statistics).
+      mean=(0.485, 0.456, 0.406),
+      std=(0.229, 0.224, 0.225),
+  ))
+
+  c.loss = ml_collections.ConfigDict(dict(
+      target='hard',             # 'hard' (label) or 'soft' (label_dist)
+      label_smoothing=0.0,
+      va_weight=1.0,             # weight of the valence/arousal MSE when va_head
+  ))
+
+  c.batch_size = 128             # global, across all devices and processes
+  c.eval_batch_size = 256
+
+  c.optim = ml_collections.ConfigDict(dict(
+      name='adamw', lr=1e-3, weight_decay=1e-4, momentum=0.9, nesterov=False,
+      b1=0.9, b2=0.999, eps=1e-8,
+      schedule='cosine', decay_rate=0.9, decay_per='epoch', step_epochs=(),
+      warmup_epochs=1.0, min_lr=0.0, clip_norm=0.0, decay_mask='all',
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      epochs=10.0,
+      log_every=50,              # steps
+      eval_every=0,              # steps; 0 = once per epoch
+      ckpt_every=500,            # steps
+      keep=3,                    # checkpoints kept
+      resume='',                 # a workdir or checkpoint dir to continue from
+      init_from='',              # a checkpoint whose params start a new run
+      max_steps=0,               # stop after this many steps (0 = epochs decide)
+  ))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1 = all remaining devices
+  return c
+
+
+def parse_arg(arg: str | None, known: dict[str, Any]) -> dict[str, Any]:
+  """Parses 'smoke,domain=lab,epochs=3' against `known` defaults.
+
+  Bare words are booleans set to True. Values are Python literals where they parse as one,
+  strings otherwise. An unknown key is an error that lists the known ones.
+  """
+  out = dict(known)
+  if not arg:
+    return out
+  for part in arg.split(','):
+    part = part.strip()
+    if not part:
+      continue
+    key, sep, value = part.partition('=')
+    key = key.strip()
+    if key not in known:
+      raise ValueError(f'unknown config argument {key!r} in {arg!r}; known: {sorted(known)}')
+    if not sep:
+      out[key] = True
+      continue
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
+
+
+def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:
+  """Makes any config cheap enough for a CPU test: tiny model, tiny data, few steps."""
+  c.model.width = 8
+  c.model.stage_sizes = (1, 1)
+  c.data.image_size = 32
+  c.data.train_examples = 64
+  c.data.eval_examples = 40
+  c.data.num_threads = 2
+  c.batch_size = 16
+  c.eval_batch_size = 16
+  c.train.epochs = 1.0
+  c.train.log_every = 2
+  c.train.ckpt_every = 2
+  c.train.eval_every = 0
+  c.optim.warmup_epochs = 0.0
+
+
+def finalize(c: ml_collections.ConfigDict, smoke: bool = False) -> ml_collections.ConfigDict:
+  if smoke:
+    shrink_for_smoke(c)
+  c.lock()
+  return c
+
+
+def load(path_and_arg: str) -> ml_collections.ConfigDict:
+  """Loads `configs/x.py[:arg]` the way `--config` does (for eval, tests and notebooks)."""
+  path, _, arg = path_and_arg.partition(':')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'config file {path!r} does not exist')
+  spec = importlib.util.spec_from_file_location('ferjax_config_' + os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ValueError(f'config file {path} defines no get_config(arg)')
+  return module.get_config(arg or None)

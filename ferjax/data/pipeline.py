@@ -1,0 +1,125 @@
+"""grain input pipelines: a process's shard -> shuffle -> standard batch -> global jax.Array.
+
+Training: each process shuffles its own shard (reseeded every epoch), batches
+`global_batch / process_count` examples and hands them to `to_global`, which assembles the
+global array sharded over the mesh's batch axes. The iterator's state is checkpointed with the
+model, so a resumed run continues the exact stream.
+
+Evaluation: examples are read in order and the last batch is padded with `mask = 0`, so every
+example counts exactly once whatever the batch size and process count.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import grain
+import jax
+import numpy as np
+
+from ferjax.data import sources
+
+# The batch schema (ARCHITECTURE.md). Keys a source lacks get neutral values and a zero mask.
+NUM_LANDMARKS = 68
+
+
+def standardize(example: dict, num_classes: int) -> dict:
+  """Maps a source example onto the batch schema, in the config's class space."""
+  label = int(example['label'])
+  dist = np.asarray(example.get('label_dist', np.eye(8, dtype=np.float32)[max(label, 0)]),
+                    np.float32)
+  # Smaller class spaces are prefixes of the canonical one (labels.py); examples of classes
+  # outside the space keep label -1 and drop out of the classification loss.
+  if label >= num_classes:
+    label = -1
+  dist = dist[:num_classes]
+  total = dist.sum()
+  dist = dist / total if total > 0 else np.zeros(num_classes, np.float32)
+  out = {
+      'image': np.asarray(example['image'], np.uint8),
+      'label': np.int32(label),
+      'label_dist': dist.astype(np.float32),
+      'va': np.zeros(2, np.float32), 'va_mask': np.float32(0.0),
+      'landmarks': np.zeros((NUM_LANDMARKS, 2), np.float32), 'landmarks_mask': np.float32(0.0),
+      'domain': np.int32(example.get('domain', 0)),
+      'index': np.int32(example['index']),
+      'mask': np.float32(1.0),
+  }
+  if 'va' in example:
+    out['va'] = np.asarray(example['va'], np.float32)[:2]
+    out['va_mask'] = np.float32(example.get('va_mask', 1.0))
+  if 'landmarks' in example:
+    out['landmarks'] = np.asarray(example['landmarks'], np.float32)
+    out['landmarks_mask'] = np.float32(example.get('landmarks_mask', 1.0))
+  return out
+
+
+def _pad_like(example: dict) -> dict:
+  """A padding example: same shapes, mask 0, label -1."""
+  out = {k: np.zeros_like(v) for k, v in example.items()}
+  out['label'] = np.int32(-1)
+  return out
+
+
+def local_batch_size(global_batch: int) -> int:
+  n = jax.process_count()
+  if global_batch % n:
+    raise ValueError(f'batch size {global_batch} is not divisible by the {n} processes')
+  return global_batch // n
+
+
+def train_dataset(cfg, seed: int) -> grain.IterDataset:
+  """This process's infinite training stream of local batches."""
+  src = sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, seed)
+  num_classes = cfg.model.num_classes
+  ds = grain.MapDataset.source(src)
+  ds = ds[jax.process_index()::jax.process_count()]
+  ds = ds.shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
+  ds = ds.map(lambda ex: standardize(ex, num_classes))
+  ds = ds.batch(local_batch_size(cfg.batch_size), drop_remainder=True)
+  iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.data.num_threads,
+                                                 prefetch_buffer_size=cfg.data.prefetch * 4))
+  if cfg.data.num_workers > 0:
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.data.num_workers))
+  return iter_ds
+
+
+def steps_per_epoch(cfg) -> int:
+  steps = cfg.data.train_examples // cfg.batch_size
+  if steps < 1:
+    raise ValueError(f'train_examples={cfg.data.train_examples} is smaller than one batch '
+                     f'({cfg.batch_size})')
+  return steps
+
+
+class EvalSet:
+  """An eval dataset read in order, padded to whole global batches."""
+
+  def __init__(self, spec: str, cfg, seed: int):
+    self.spec = spec
+    self.source = sources.make(spec, cfg.data.eval_examples, cfg.data.image_size, seed)
+    self.num_classes = cfg.model.num_classes
+    self.global_batch = cfg.eval_batch_size
+    self.local_batch = local_batch_size(cfg.eval_batch_size)
+    self.threads = cfg.data.num_threads
+
+  def __len__(self):
+    return len(self.source)
+
+  @property
+  def num_batches(self) -> int:
+    return math.ceil(len(self.source) / self.global_batch)
+
+  def _example(self, i: int) -> dict:
+    ex = standardize(self.source[min(i, len(self.source) - 1)], self.num_classes)
+    return ex if i < len(self.source) else _pad_like(ex)
+
+  def local_batches(self) -> Iterator[dict]:
+    """This process's slice of each global batch, in order."""
+    lo = jax.process_index() * self.local_batch
+    n, gb, lb = self.num_batches, self.global_batch, self.local_batch
+    ds = grain.MapDataset.range(n * lb)
+    ds = ds.map(lambda j: self._example((j // lb) * gb + lo + j % lb)).batch(lb)
+    it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=self.threads)))
+    for _ in range(n):
+      yield next(it)

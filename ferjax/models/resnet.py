@@ -1,0 +1,108 @@
+"""ResNet-18/34/50 in torchvision's layout (Flax Linen, NHWC).
+
+Module names mirror torchvision's state_dict keys (conv1, bn1, layer1_0.conv1, ...,
+layer2_0.downsample_conv) so that the PyTorch interop map is a rename plus transposes.
+Padding is explicit, as in torchvision: Flax 'SAME' pads stride-2 convolutions asymmetrically
+and would not match the reference numerically.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# torchvision initialises convolutions with kaiming_normal_(mode='fan_out', relu).
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def _conv(features, kernel, stride, name, dtype):
+  pad = kernel // 2
+  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
+                 use_bias=False, kernel_init=conv_init, dtype=dtype, name=name)
+
+
+class _Norm:
+  """BatchNorm factory with torchvision's epsilon; `train` decides whether statistics update."""
+
+  def __init__(self, train: bool, momentum: float, dtype):
+    self.train, self.momentum, self.dtype = train, momentum, dtype
+
+  def __call__(self, name, zero_scale=False):
+    return nn.BatchNorm(use_running_average=not self.train, momentum=self.momentum, epsilon=1e-5,
+                        dtype=self.dtype, name=name,
+                        scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones)
+
+
+class BasicBlock(nn.Module):
+  features: int
+  stride: int
+  norm: Any
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    y = _conv(self.features, 3, self.stride, 'conv1', self.dtype)(x)
+    y = nn.relu(self.norm('bn1')(y))
+    y = _conv(self.features, 3, 1, 'conv2', self.dtype)(y)
+    y = self.norm('bn2')(y)
+    if x.shape[-1] != self.features or self.stride != 1:
+      x = _conv(self.features, 1, self.stride, 'downsample_conv', self.dtype)(x)
+      x = self.norm('downsample_bn')(x)
+    return nn.relu(x + y)
+
+
+class Bottleneck(nn.Module):
+  features: int  # the block's inner width; output is 4x
+  stride: int
+  norm: Any
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.relu(self.norm('bn1')(_conv(self.features, 1, 1, 'conv1', self.dtype)(x)))
+    # torchvision (v1.5) strides the 3x3 convolution, not the first 1x1.
+    y = nn.relu(self.norm('bn2')(_conv(self.features, 3, self.stride, 'conv2', self.dtype)(y)))
+    y = self.norm('bn3')(_conv(self.features * 4, 1, 1, 'conv3', self.dtype)(y))
+    if x.shape[-1] != self.features * 4 or self.stride != 1:
+      x = _conv(self.features * 4, 1, self.stride, 'downsample_conv', self.dtype)(x)
+      x = self.norm('downsample_bn')(x)
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """Returns pooled features (B, C_last); `return_maps` also gives each stage's map."""
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  block: str = 'basic'
+  width: int = 64
+  bn_momentum: float = 0.9
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, return_maps: bool = False):
+    norm = _Norm(train, self.bn_momentum, self.dtype)
+    block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
+    x = x.astype(self.dtype)
+    x = _conv(self.width, 7, 2, 'conv1', self.dtype)(x)                   # (B, H/2, W/2, w)
+    x = nn.relu(norm('bn1')(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # (B, H/4, W/4, w)
+    maps = []
+    for i, n in enumerate(self.stage_sizes):
+      for j in range(n):
+        stride = 2 if i > 0 and j == 0 else 1
+        x = block(self.width * 2**i, stride, norm, self.dtype, name=f'layer{i + 1}_{j}')(x)
+      maps.append(x)
+    feats = jnp.mean(x, axis=(1, 2))                                       # (B, C_last)
+    return (feats, maps) if return_maps else feats
+
+
+def resnet18(**kw):
+  return ResNet(stage_sizes=kw.pop('stage_sizes', (2, 2, 2, 2)), block='basic', **kw)
+
+
+def resnet34(**kw):
+  return ResNet(stage_sizes=kw.pop('stage_sizes', (3, 4, 6, 3)), block='basic', **kw)
+
+
+def resnet50(**kw):
+  return ResNet(stage_sizes=kw.pop('stage_sizes', (3, 4, 6, 3)), block='bottleneck', **kw)

@@ -1,0 +1,34 @@
+"""Process-level setup shared by the CLIs: compilation cache, logging, progress bars."""
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+
+DEFAULT_CACHE = os.path.join(os.path.expanduser('~'), '.cache', 'ferjax', 'jax_cache')
+
+
+def setup() -> None:
+  """Persistent compilation cache (compiles dominate on CPU and small accelerators).
+
+  FERJAX_CACHE_DIR overrides the location; an empty value turns the cache off.
+  """
+  cache = os.environ.get('FERJAX_CACHE_DIR', DEFAULT_CACHE)
+  if cache:
+    jax.config.update('jax_compilation_cache_dir', cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def is_primary() -> bool:
+  return jax.process_index() == 0
+
+
+def progress(iterable=None, total=None, desc='', **kw):
+  """A tqdm bar on process 0 only, on stderr; disabled when stderr is not a terminal and
+  FERJAX_PROGRESS is not set (keeps CI logs readable)."""
+  from tqdm.auto import tqdm
+  enabled = is_primary() and (sys.stderr.isatty() or os.environ.get('FERJAX_PROGRESS') == '1')
+  return tqdm(iterable, total=total, desc=desc, disable=not enabled, dynamic_ncols=True,
+              file=sys.stderr, **kw)

@@ -1,0 +1,104 @@
+"""Pure train/eval step builders, jitted over the mesh with explicit shardings.
+
+The train state is a plain pytree (step, params, batch_stats, opt_state) so that orbax saves
+and restores it without knowing about any method. A non-finite loss or gradient does not touch
+the state: the step returns the previous state and raises the `nonfinite` flag, which the
+trainer reads and stops on, so the last good parameters (and checkpoint) survive.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from ferjax import sharding
+from ferjax.data import augment
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  def tree(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_tree(cls, tree: dict) -> 'TrainState':
+    return cls(**tree)
+
+
+def _variables(params, batch_stats):
+  return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
+
+
+def dummy_input(cfg):
+  return jnp.zeros((1, cfg.data.image_size, cfg.data.image_size, 3), jnp.float32)
+
+
+@dataclasses.dataclass
+class Steps:
+  """The compiled functions of one run, and the shardings they were compiled for."""
+  init: Callable[[jax.Array], TrainState]
+  train: Callable[[TrainState, dict], tuple[TrainState, dict]]
+  predict: Callable[[TrainState, dict], dict]
+  state_sharding: Any
+  abstract_state: TrainState
+
+
+def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Steps:
+  model, seed = method.model, cfg.seed
+
+  def init(rng):
+    variables = model.init({'params': rng, 'dropout': rng}, dummy_input(cfg), train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  state_sharding = sharding.param_sharding(mesh, abstract).replace(step=sharding.replicated(mesh))
+  batch_sh = sharding.batch_sharding(mesh)
+  repl = sharding.replicated(mesh)
+
+  def train_step(state: TrainState, batch: dict):
+    batch = augment.augment_batch(batch, seed, state.step, cfg.augment)
+    dropout_rng = jax.random.fold_in(jax.random.key(seed + 1), state.step)
+
+    def loss_fn(params):
+      outputs, mutated = model.apply(_variables(params, state.batch_stats), batch['image'],
+                                     train=True, mutable=['batch_stats'],
+                                     rngs={'dropout': dropout_rng})
+      loss, metrics = method.loss(outputs, batch, state.step)
+      return loss, (metrics, mutated.get('batch_stats', {}))
+
+    (loss, (metrics, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, new_opt = tx.update(grads, state.opt_state, state.params)
+    new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                           batch_stats=new_stats, opt_state=new_opt)
+    grad_norm = optax.global_norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, lr=schedule(state.step),
+                   nonfinite=(~ok).astype(jnp.int32))
+    return new_state, metrics
+
+  def predict_step(state: TrainState, batch: dict):
+    batch = augment.eval_preprocess(batch, cfg.augment)
+    outputs = model.apply(_variables(state.params, state.batch_stats), batch['image'], train=False)
+    return method.predict(outputs)
+
+  return Steps(
+      init=jax.jit(init, out_shardings=state_sharding),
+      train=jax.jit(train_step, in_shardings=(state_sharding, batch_sh),
+                    out_shardings=(state_sharding, repl), donate_argnums=0),
+      predict=jax.jit(predict_step, in_shardings=(state_sharding, batch_sh),
+                      out_shardings=batch_sh),
+      state_sharding=state_sharding,
+      abstract_state=abstract,
+  )

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README demo: set up, train the baseline on the synthetic benchmark on CPU, evaluate it on
+# every synthetic domain and print the table. WORKDIR defaults to runs/demo (a fresh run each
+# time: delete it to start over, or keep it to resume).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash launch/setup.sh
+WORKDIR=${WORKDIR:-runs/demo}
+export FERJAX_PROGRESS=${FERJAX_PROGRESS:-1}
+.venv/bin/python -m ferjax.train --config configs/baseline_synthetic.py:cpu --workdir "$WORKDIR" "$@"
+.venv/bin/python -m ferjax.eval --workdir "$WORKDIR"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up and run the test suite (what CI runs). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash launch/setup.sh
+.venv/bin/python -m pytest -q "$@"
