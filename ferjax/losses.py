@@ -6,7 +6,7 @@ because evaluation/training batches are padded to a fixed size so that jitted
 step functions compile once; the mask keeps those rows out of the statistics.
 Unless stated otherwise a loss returns the masked mean
 
-    sum_i loss_i * mask_i / max(sum_i mask_i, 1)
+  sum_i loss_i * mask_i / max(sum_i mask_i, 1)
 
 The ``max(., 1)`` guard makes an all-padding batch return 0 instead of NaN
 (which would poison the optimiser state), and is a no-op for real batches.
@@ -36,22 +36,22 @@ Array = jax.Array
 
 
 def _batch_mask(batch_size: int, mask: Optional[Array]) -> Array:
-    """Returns a float32 ``[B]`` mask, all ones when ``mask`` is None."""
-    if mask is None:
-        return jnp.ones((batch_size,), jnp.float32)
-    return jnp.asarray(mask, jnp.float32).reshape((batch_size,))
+  """Returns a float32 ``[B]`` mask, all ones when ``mask`` is None."""
+  if mask is None:
+    return jnp.ones((batch_size,), jnp.float32)
+  return jnp.asarray(mask, jnp.float32).reshape((batch_size,))
 
 
 def _masked_mean(per_example: Array, mask: Optional[Array]) -> Array:
-    """``sum(loss * mask) / max(sum(mask), 1)`` over the batch axis."""
-    m = _batch_mask(per_example.shape[0], mask)
-    return jnp.sum(per_example * m) / jnp.maximum(jnp.sum(m), 1.0)
+  """``sum(loss * mask) / max(sum(mask), 1)`` over the batch axis."""
+  m = _batch_mask(per_example.shape[0], mask)
+  return jnp.sum(per_example * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
 def _safe_divide(num: Array, den: Array) -> Array:
-    """num / den, or 0 where den == 0 (gradient-safe: no NaN from 0/0)."""
-    ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+  """num / den, or 0 where den == 0 (gradient-safe: no NaN from 0/0)."""
+  ok = den > 0
+  return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
 # ---------------------------------------------------------------------------
@@ -60,79 +60,79 @@ def _safe_divide(num: Array, den: Array) -> Array:
 
 
 def softmax_cross_entropy(logits: Array, targets: Array,
-                          mask: Optional[Array] = None) -> Array:
-    """Cross entropy against a soft target distribution.
+              mask: Optional[Array] = None) -> Array:
+  """Cross entropy against a soft target distribution.
 
-    Args:
-      logits: ``[B, K]`` unnormalised scores.
-      targets: ``[B, K]`` target distribution per row (rows should sum to 1;
-        e.g. annotator vote distributions or mixup targets).
-      mask: optional ``[B]`` float mask.
+  Args:
+    logits: ``[B, K]`` unnormalised scores.
+    targets: ``[B, K]`` target distribution per row (rows should sum to 1;
+    e.g. annotator vote distributions or mixup targets).
+    mask: optional ``[B]`` float mask.
 
-    Returns:
-      Scalar masked mean of ``-sum_k targets_k * log_softmax(logits)_k``.
-    """
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    per_example = -jnp.sum(targets.astype(jnp.float32) * logp, axis=-1)
-    return _masked_mean(per_example, mask)
+  Returns:
+    Scalar masked mean of ``-sum_k targets_k * log_softmax(logits)_k``.
+  """
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  per_example = -jnp.sum(targets.astype(jnp.float32) * logp, axis=-1)
+  return _masked_mean(per_example, mask)
 
 
 def cross_entropy(logits: Array, labels: Array, mask: Optional[Array] = None,
-                  class_weights: Optional[Array] = None,
-                  label_smoothing: float = 0.0) -> Array:
-    """Integer-label cross entropy, PyTorch ``nn.CrossEntropyLoss`` semantics.
+          class_weights: Optional[Array] = None,
+          label_smoothing: float = 0.0) -> Array:
+  """Integer-label cross entropy, PyTorch ``nn.CrossEntropyLoss`` semantics.
 
-    Labels equal to -1 (unknown / not annotated) are treated exactly like
-    padding: they contribute neither to the numerator nor to the denominator,
-    as with torch's ``ignore_index``.
+  Labels equal to -1 (unknown / not annotated) are treated exactly like
+  padding: they contribute neither to the numerator nor to the denominator,
+  as with torch's ``ignore_index``.
 
-    Without ``class_weights`` the result is the masked mean of per-example
-    losses.  With ``class_weights`` ``w`` it is the *weighted* mean used by
-    ``torch.nn.CrossEntropyLoss(weight=w, reduction='mean')``::
+  Without ``class_weights`` the result is the masked mean of per-example
+  losses.  With ``class_weights`` ``w`` it is the *weighted* mean used by
+  ``torch.nn.CrossEntropyLoss(weight=w, reduction='mean')``::
 
-        sum_i m_i * w[y_i] * nll_i  /  sum_i m_i * w[y_i]
+    sum_i m_i * w[y_i] * nll_i  /  sum_i m_i * w[y_i]
 
-    (m = mask).  Note this is not ``mean_i(w[y_i] * nll_i)``: dividing by the
-    total weight keeps the loss scale independent of the weights' scale.
+  (m = mask).  Note this is not ``mean_i(w[y_i] * nll_i)``: dividing by the
+  total weight keeps the loss scale independent of the weights' scale.
 
-    With ``label_smoothing = eps`` (again as torch does it) the per-example
-    numerator becomes ``(1 - eps) * w[y_i] * nll_i + eps / K * sum_k w_k *
-    (-log p_ik)`` while the denominator stays ``sum_i m_i * w[y_i]``; with no
-    weights ``w`` is all ones.
+  With ``label_smoothing = eps`` (again as torch does it) the per-example
+  numerator becomes ``(1 - eps) * w[y_i] * nll_i + eps / K * sum_k w_k *
+  (-log p_ik)`` while the denominator stays ``sum_i m_i * w[y_i]``; with no
+  weights ``w`` is all ones.
 
-    Args:
-      logits: ``[B, K]``.
-      labels: ``[B]`` int class ids in ``[0, K)`` or -1.
-      mask: optional ``[B]`` float mask.
-      class_weights: optional ``[K]`` per-class weights.
-      label_smoothing: float in ``[0, 1)``.
-    """
-    num_classes = logits.shape[-1]
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    labels = jnp.asarray(labels)
-    m = _batch_mask(labels.shape[0], mask) * (labels >= 0)
-    # Index with a valid class for ignored rows; their contribution is masked.
-    safe = jnp.where(labels >= 0, labels, 0)
-    nll = -jnp.take_along_axis(logp, safe[:, None], axis=-1)[:, 0]
+  Args:
+    logits: ``[B, K]``.
+    labels: ``[B]`` int class ids in ``[0, K)`` or -1.
+    mask: optional ``[B]`` float mask.
+    class_weights: optional ``[K]`` per-class weights.
+    label_smoothing: float in ``[0, 1)``.
+  """
+  num_classes = logits.shape[-1]
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  labels = jnp.asarray(labels)
+  m = _batch_mask(labels.shape[0], mask) * (labels >= 0)
+  # Index with a valid class for ignored rows; their contribution is masked.
+  safe = jnp.where(labels >= 0, labels, 0)
+  nll = -jnp.take_along_axis(logp, safe[:, None], axis=-1)[:, 0]
 
-    if class_weights is None:
-        w_all = jnp.ones((num_classes,), jnp.float32)
-    else:
-        w_all = jnp.asarray(class_weights, jnp.float32)
-    w_y = w_all[safe]
-    per_example = w_y * nll
-    if label_smoothing:
-        smooth = -jnp.sum(logp * w_all[None, :], axis=-1)
-        per_example = ((1.0 - label_smoothing) * per_example
-                       + (label_smoothing / num_classes) * smooth)
+  if class_weights is None:
+    w_all = jnp.ones((num_classes,), jnp.float32)
+  else:
+    w_all = jnp.asarray(class_weights, jnp.float32)
+  w_y = w_all[safe]
+  per_example = w_y * nll
+  if label_smoothing:
+    smooth = -jnp.sum(logp * w_all[None, :], axis=-1)
+    per_example = ((1.0 - label_smoothing) * per_example
+             + (label_smoothing / num_classes) * smooth)
 
-    numerator = jnp.sum(per_example * m)
-    if class_weights is None:
-        # Same guard as every other loss: all-padding batch -> 0.
-        return numerator / jnp.maximum(jnp.sum(m), 1.0)
-    # Weights may be small floats, so max(., 1) would be wrong here; only
-    # guard the exact-zero case (no real example / all weights zero).
-    return _safe_divide(numerator, jnp.sum(w_y * m))
+  numerator = jnp.sum(per_example * m)
+  if class_weights is None:
+    # Same guard as every other loss: all-padding batch -> 0.
+    return numerator / jnp.maximum(jnp.sum(m), 1.0)
+  # Weights may be small floats, so max(., 1) would be wrong here; only
+  # guard the exact-zero case (no real example / all weights zero).
+  return _safe_divide(numerator, jnp.sum(w_y * m))
 
 
 # ---------------------------------------------------------------------------
@@ -141,58 +141,58 @@ def cross_entropy(logits: Array, labels: Array, mask: Optional[Array] = None,
 
 
 def mse(pred: Array, target: Array, mask: Optional[Array] = None) -> Array:
-    """Mean squared error: mean over trailing dims, then masked batch mean."""
-    diff = (pred.astype(jnp.float32) - target.astype(jnp.float32))
-    per_example = jnp.mean(diff.reshape(diff.shape[0], -1) ** 2, axis=-1)
-    return _masked_mean(per_example, mask)
+  """Mean squared error: mean over trailing dims, then masked batch mean."""
+  diff = (pred.astype(jnp.float32) - target.astype(jnp.float32))
+  per_example = jnp.mean(diff.reshape(diff.shape[0], -1) ** 2, axis=-1)
+  return _masked_mean(per_example, mask)
 
 
 def _ccc_columns(pred: Array, target: Array, mask: Optional[Array],
-                 unbiased: bool) -> Array:
-    """CCC of every column of ``[B, D]`` inputs, vectorised over D.
+         unbiased: bool) -> Array:
+  """CCC of every column of ``[B, D]`` inputs, vectorised over D.
 
-    CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2).
-    ``unbiased`` divides var/cov by (n - 1) instead of n; the squared
-    mean-difference term is the same under both conventions.  The biased
-    version is the one used by AffectNet / ABAW evaluation code.
-    """
-    x = pred.astype(jnp.float32)
-    y = target.astype(jnp.float32)
-    m = _batch_mask(x.shape[0], mask)[:, None]
-    n = jnp.sum(m)
-    n_safe = jnp.maximum(n, 1.0)
-    mx = jnp.sum(x * m, axis=0) / n_safe
-    my = jnp.sum(y * m, axis=0) / n_safe
-    dx = (x - mx) * m
-    dy = (y - my) * m
-    dof = jnp.maximum(n - 1.0, 1.0) if unbiased else n_safe
-    vx = jnp.sum(dx * dx, axis=0) / dof
-    vy = jnp.sum(dy * dy, axis=0) / dof
-    cov = jnp.sum(dx * dy, axis=0) / dof
-    den = vx + vy + (mx - my) ** 2
-    # Two identical constant vectors give 0/0; we return 0 (no evidence of
-    # agreement) rather than NaN so a degenerate batch cannot produce NaNs.
-    return _safe_divide(2.0 * cov, den)
+  CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2).
+  ``unbiased`` divides var/cov by (n - 1) instead of n; the squared
+  mean-difference term is the same under both conventions.  The biased
+  version is the one used by AffectNet / ABAW evaluation code.
+  """
+  x = pred.astype(jnp.float32)
+  y = target.astype(jnp.float32)
+  m = _batch_mask(x.shape[0], mask)[:, None]
+  n = jnp.sum(m)
+  n_safe = jnp.maximum(n, 1.0)
+  mx = jnp.sum(x * m, axis=0) / n_safe
+  my = jnp.sum(y * m, axis=0) / n_safe
+  dx = (x - mx) * m
+  dy = (y - my) * m
+  dof = jnp.maximum(n - 1.0, 1.0) if unbiased else n_safe
+  vx = jnp.sum(dx * dx, axis=0) / dof
+  vy = jnp.sum(dy * dy, axis=0) / dof
+  cov = jnp.sum(dx * dy, axis=0) / dof
+  den = vx + vy + (mx - my) ** 2
+  # Two identical constant vectors give 0/0; we return 0 (no evidence of
+  # agreement) rather than NaN so a degenerate batch cannot produce NaNs.
+  return _safe_divide(2.0 * cov, den)
 
 
 def ccc(pred: Array, target: Array, mask: Optional[Array] = None,
-        unbiased: bool = False) -> Array:
-    """Concordance correlation coefficient of two ``[B]`` vectors.
+    unbiased: bool = False) -> Array:
+  """Concordance correlation coefficient of two ``[B]`` vectors.
 
-    Args:
-      pred, target: ``[B]``.
-      mask: optional ``[B]`` float mask; masked rows are excluded from the
-        means, variances and covariance.
-      unbiased: False (default) uses population variances (divide by n), True
-        uses sample variances (divide by n - 1).
-    """
-    return _ccc_columns(pred[:, None], target[:, None], mask, unbiased)[0]
+  Args:
+    pred, target: ``[B]``.
+    mask: optional ``[B]`` float mask; masked rows are excluded from the
+    means, variances and covariance.
+    unbiased: False (default) uses population variances (divide by n), True
+    uses sample variances (divide by n - 1).
+  """
+  return _ccc_columns(pred[:, None], target[:, None], mask, unbiased)[0]
 
 
 def ccc_loss(pred: Array, target: Array, mask: Optional[Array] = None,
-             unbiased: bool = False) -> Array:
-    """``mean_d (1 - CCC_d)`` over the D columns of ``[B, D]`` inputs."""
-    return jnp.mean(1.0 - _ccc_columns(pred, target, mask, unbiased))
+       unbiased: bool = False) -> Array:
+  """``mean_d (1 - CCC_d)`` over the D columns of ``[B, D]`` inputs."""
+  return jnp.mean(1.0 - _ccc_columns(pred, target, mask, unbiased))
 
 
 # ---------------------------------------------------------------------------
@@ -201,34 +201,34 @@ def ccc_loss(pred: Array, target: Array, mask: Optional[Array] = None,
 
 
 def bce_with_logits(logits: Array, targets: Array,
-                    mask: Optional[Array] = None,
-                    pos_weight: Optional[Array] = None) -> Array:
-    """Binary cross entropy on logits, as torch ``BCEWithLogitsLoss``.
+          mask: Optional[Array] = None,
+          pos_weight: Optional[Array] = None) -> Array:
+  """Binary cross entropy on logits, as torch ``BCEWithLogitsLoss``.
 
-    Per element::
+  Per element::
 
-        -[p * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x))]
+    -[p * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x))]
 
-    computed stably as ``(1 - y) * x + (1 + (p - 1) * y) * softplus(-x)``
-    (``log(1 - sigmoid(x)) = log(sigmoid(x)) - x`` and ``-log(sigmoid(x)) =
-    softplus(-x)``), so large |x| never takes log(0).
+  computed stably as ``(1 - y) * x + (1 + (p - 1) * y) * softplus(-x)``
+  (``log(1 - sigmoid(x)) = log(sigmoid(x)) - x`` and ``-log(sigmoid(x)) =
+  softplus(-x)``), so large |x| never takes log(0).
 
-    Args:
-      logits, targets: ``[B, M]``.
-      mask: optional ``[B]`` example mask (per-label means then masked batch
-        mean, equal to torch's mean over all B*M elements when unmasked) or
-        ``[B, M]`` element mask (masked mean over elements; useful when some
-        labels are missing for some examples).
-      pos_weight: optional ``[M]`` weight for the positive term.
-    """
-    x = logits.astype(jnp.float32)
-    y = targets.astype(jnp.float32)
-    p = 1.0 if pos_weight is None else jnp.asarray(pos_weight, jnp.float32)
-    elem = (1.0 - y) * x + (1.0 + (p - 1.0) * y) * jax.nn.softplus(-x)
-    if mask is not None and jnp.ndim(mask) == 2:
-        m = jnp.asarray(mask, jnp.float32)
-        return jnp.sum(elem * m) / jnp.maximum(jnp.sum(m), 1.0)
-    return _masked_mean(jnp.mean(elem, axis=-1), mask)
+  Args:
+    logits, targets: ``[B, M]``.
+    mask: optional ``[B]`` example mask (per-label means then masked batch
+    mean, equal to torch's mean over all B*M elements when unmasked) or
+    ``[B, M]`` element mask (masked mean over elements; useful when some
+    labels are missing for some examples).
+    pos_weight: optional ``[M]`` weight for the positive term.
+  """
+  x = logits.astype(jnp.float32)
+  y = targets.astype(jnp.float32)
+  p = 1.0 if pos_weight is None else jnp.asarray(pos_weight, jnp.float32)
+  elem = (1.0 - y) * x + (1.0 + (p - 1.0) * y) * jax.nn.softplus(-x)
+  if mask is not None and jnp.ndim(mask) == 2:
+    m = jnp.asarray(mask, jnp.float32)
+    return jnp.sum(elem * m) / jnp.maximum(jnp.sum(m), 1.0)
+  return _masked_mean(jnp.mean(elem, axis=-1), mask)
 
 
 # ---------------------------------------------------------------------------
@@ -237,41 +237,41 @@ def bce_with_logits(logits: Array, targets: Array,
 
 
 def pos_weight_from_counts(n_pos, n_total) -> np.ndarray:
-    """``pos_weight_c = (N - n_c) / n_c`` (negatives per positive), float32.
+  """``pos_weight_c = (N - n_c) / n_c`` (negatives per positive), float32.
 
-    A label with no positive example (n_c = 0) gets weight 1.0.  Its positive
-    term never occurs in the training data, so the value cannot change the
-    loss; 1.0 (no re-weighting) is the neutral, finite choice, whereas the
-    formula would give inf and turn into NaN gradients if such a label ever
-    appeared (e.g. in a different split).  A label that is positive for every
-    example gets (N - N) / N = 0 exactly as the formula says.
-    """
-    n_pos = np.asarray(n_pos, np.float64)
-    n_total = float(n_total)
-    if np.any(n_pos < 0) or np.any(n_pos > n_total):
-        raise ValueError(
-            f'n_pos must lie in [0, n_total={n_total}], got {n_pos.tolist()}')
-    with np.errstate(divide='ignore', invalid='ignore'):
-        w = np.where(n_pos > 0, (n_total - n_pos) / np.maximum(n_pos, 1.0), 1.0)
-    return w.astype(np.float32)
+  A label with no positive example (n_c = 0) gets weight 1.0.  Its positive
+  term never occurs in the training data, so the value cannot change the
+  loss; 1.0 (no re-weighting) is the neutral, finite choice, whereas the
+  formula would give inf and turn into NaN gradients if such a label ever
+  appeared (e.g. in a different split).  A label that is positive for every
+  example gets (N - N) / N = 0 exactly as the formula says.
+  """
+  n_pos = np.asarray(n_pos, np.float64)
+  n_total = float(n_total)
+  if np.any(n_pos < 0) or np.any(n_pos > n_total):
+    raise ValueError(
+      f'n_pos must lie in [0, n_total={n_total}], got {n_pos.tolist()}')
+  with np.errstate(divide='ignore', invalid='ignore'):
+    w = np.where(n_pos > 0, (n_total - n_pos) / np.maximum(n_pos, 1.0), 1.0)
+  return w.astype(np.float32)
 
 
 def inverse_frequency_weights(counts) -> np.ndarray:
-    """Per-class weights proportional to ``1 / count``, float32 ``[K]``.
+  """Per-class weights proportional to ``1 / count``, float32 ``[K]``.
 
-    Normalised so the weights average to 1 over the classes that are present
-    (count > 0); absent classes get weight 0 (they cannot occur as targets, and
-    a finite 0 keeps any accidental use harmless).  With the torch-style
-    weighted mean of :func:`cross_entropy` only the ratios matter, but the
-    mean-1 normalisation keeps the loss scale comparable to the unweighted one
-    when weights are used in other places (e.g. per-example weighting).
-    """
-    counts = np.asarray(counts, np.float64)
-    if counts.ndim != 1 or np.any(counts < 0):
-        raise ValueError(f'counts must be a 1-D non-negative array, got {counts}')
-    present = counts > 0
-    if not np.any(present):
-        raise ValueError('inverse_frequency_weights: all class counts are zero')
-    inv = np.where(present, 1.0 / np.where(present, counts, 1.0), 0.0)
-    inv *= present.sum() / inv[present].sum()
-    return inv.astype(np.float32)
+  Normalised so the weights average to 1 over the classes that are present
+  (count > 0); absent classes get weight 0 (they cannot occur as targets, and
+  a finite 0 keeps any accidental use harmless).  With the torch-style
+  weighted mean of :func:`cross_entropy` only the ratios matter, but the
+  mean-1 normalisation keeps the loss scale comparable to the unweighted one
+  when weights are used in other places (e.g. per-example weighting).
+  """
+  counts = np.asarray(counts, np.float64)
+  if counts.ndim != 1 or np.any(counts < 0):
+    raise ValueError(f'counts must be a 1-D non-negative array, got {counts}')
+  present = counts > 0
+  if not np.any(present):
+    raise ValueError('inverse_frequency_weights: all class counts are zero')
+  inv = np.where(present, 1.0 / np.where(present, counts, 1.0), 0.0)
+  inv *= present.sum() / inv[present].sum()
+  return inv.astype(np.float32)

@@ -24,224 +24,224 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 def _row_keep(n: int, mask: Optional[np.ndarray]) -> np.ndarray:
-    """Boolean ``[n]`` of rows to keep according to ``mask``."""
-    if mask is None:
-        return np.ones((n,), bool)
-    mask = np.asarray(mask).reshape(-1)
-    if mask.shape[0] != n:
-        raise ValueError(f'mask has {mask.shape[0]} rows, expected {n}')
-    return mask > 0
+  """Boolean ``[n]`` of rows to keep according to ``mask``."""
+  if mask is None:
+    return np.ones((n,), bool)
+  mask = np.asarray(mask).reshape(-1)
+  if mask.shape[0] != n:
+    raise ValueError(f'mask has {mask.shape[0]} rows, expected {n}')
+  return mask > 0
 
 
 def classification_report(labels: np.ndarray, probs: np.ndarray,
-                          class_names: Sequence[str],
-                          mask: Optional[np.ndarray] = None) -> dict:
-    """Accuracy, F1 scores, per-class stats and confusion matrix.
+              class_names: Sequence[str],
+              mask: Optional[np.ndarray] = None) -> dict:
+  """Accuracy, F1 scores, per-class stats and confusion matrix.
 
-    Args:
-      labels: ``[N]`` int true classes, -1 = unknown (excluded).
-      probs: ``[N, K]`` scores; the prediction is ``argmax`` (probabilities or
-        logits both work).
-      class_names: K names, in the column order of ``probs``.
-      mask: optional ``[N]`` padding mask.
+  Args:
+    labels: ``[N]`` int true classes, -1 = unknown (excluded).
+    probs: ``[N, K]`` scores; the prediction is ``argmax`` (probabilities or
+    logits both work).
+    class_names: K names, in the column order of ``probs``.
+    mask: optional ``[N]`` padding mask.
 
-    Returns:
-      dict with ``accuracy``, ``macro_f1``, ``weighted_f1``,
-      ``balanced_accuracy``, ``per_class`` ({name: {accuracy, precision, f1,
-      support}} where per-class ``accuracy`` is the recall, as FER papers call
-      it), ``confusion`` (K x K, rows = true, cols = predicted),
-      ``class_names`` and ``n``.
+  Returns:
+    dict with ``accuracy``, ``macro_f1``, ``weighted_f1``,
+    ``balanced_accuracy``, ``per_class`` ({name: {accuracy, precision, f1,
+    support}} where per-class ``accuracy`` is the recall, as FER papers call
+    it), ``confusion`` (K x K, rows = true, cols = predicted),
+    ``class_names`` and ``n``.
 
-    Macro F1 averages over all K classes (``labels=range(K)``,
-    ``zero_division=0``), so a class absent from the evaluation set *and*
-    never predicted counts as F1 = 0; that is the sklearn convention the
-    spec asks for and it makes a wrong class count visible instead of hiding
-    it.  ``balanced_accuracy`` is the mean recall over classes with support
-    > 0 (as ``sklearn.metrics.balanced_accuracy_score``), because recall is
-    undefined for a class with no examples.
-    """
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    probs = np.asarray(probs)
-    if probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f'probs must be [N, K] with N={labels.shape[0]}, got {probs.shape}')
-    k = probs.shape[1]
-    names = [str(c) for c in class_names]
-    if len(names) != k:
-        raise ValueError(f'{len(names)} class names for {k} probability columns')
-    if np.any(labels >= k) or np.any(labels < -1):
-        raise ValueError(f'labels must be in [-1, {k}), got range '
-                         f'[{labels.min()}, {labels.max()}]')
+  Macro F1 averages over all K classes (``labels=range(K)``,
+  ``zero_division=0``), so a class absent from the evaluation set *and*
+  never predicted counts as F1 = 0; that is the sklearn convention the
+  spec asks for and it makes a wrong class count visible instead of hiding
+  it.  ``balanced_accuracy`` is the mean recall over classes with support
+  > 0 (as ``sklearn.metrics.balanced_accuracy_score``), because recall is
+  undefined for a class with no examples.
+  """
+  labels = np.asarray(labels).reshape(-1).astype(np.int64)
+  probs = np.asarray(probs)
+  if probs.ndim != 2 or probs.shape[0] != labels.shape[0]:
+    raise ValueError(
+      f'probs must be [N, K] with N={labels.shape[0]}, got {probs.shape}')
+  k = probs.shape[1]
+  names = [str(c) for c in class_names]
+  if len(names) != k:
+    raise ValueError(f'{len(names)} class names for {k} probability columns')
+  if np.any(labels >= k) or np.any(labels < -1):
+    raise ValueError(f'labels must be in [-1, {k}), got range '
+             f'[{labels.min()}, {labels.max()}]')
 
-    keep = _row_keep(labels.shape[0], mask) & (labels >= 0)
-    y_true = labels[keep]
-    y_pred = np.argmax(probs[keep], axis=-1) if keep.any() else y_true
-    n = int(y_true.shape[0])
-    class_ids = list(range(k))
+  keep = _row_keep(labels.shape[0], mask) & (labels >= 0)
+  y_true = labels[keep]
+  y_pred = np.argmax(probs[keep], axis=-1) if keep.any() else y_true
+  n = int(y_true.shape[0])
+  class_ids = list(range(k))
 
-    if n == 0:
-        precision = recall = f1 = np.zeros((k,))
-        support = np.zeros((k,), np.int64)
-        conf = np.zeros((k, k), np.int64)
-    else:
-        precision, recall, f1, support = precision_recall_fscore_support(
-            y_true, y_pred, labels=class_ids, zero_division=0)
-        conf = confusion_matrix(y_true, y_pred, labels=class_ids)
+  if n == 0:
+    precision = recall = f1 = np.zeros((k,))
+    support = np.zeros((k,), np.int64)
+    conf = np.zeros((k, k), np.int64)
+  else:
+    precision, recall, f1, support = precision_recall_fscore_support(
+      y_true, y_pred, labels=class_ids, zero_division=0)
+    conf = confusion_matrix(y_true, y_pred, labels=class_ids)
 
-    present = support > 0
-    accuracy = float(np.mean(y_true == y_pred)) if n else 0.0
-    macro_f1 = float(np.mean(f1))
-    weighted_f1 = float(np.sum(f1 * support) / n) if n else 0.0
-    balanced = float(np.mean(recall[present])) if present.any() else 0.0
+  present = support > 0
+  accuracy = float(np.mean(y_true == y_pred)) if n else 0.0
+  macro_f1 = float(np.mean(f1))
+  weighted_f1 = float(np.sum(f1 * support) / n) if n else 0.0
+  balanced = float(np.mean(recall[present])) if present.any() else 0.0
 
-    per_class = {
-        name: {
-            'accuracy': float(recall[c]),
-            'precision': float(precision[c]),
-            'f1': float(f1[c]),
-            'support': int(support[c]),
-        }
-        for c, name in enumerate(names)
+  per_class = {
+    name: {
+      'accuracy': float(recall[c]),
+      'precision': float(precision[c]),
+      'f1': float(f1[c]),
+      'support': int(support[c]),
     }
-    return {
-        'accuracy': accuracy,
-        'macro_f1': macro_f1,
-        'weighted_f1': weighted_f1,
-        'balanced_accuracy': balanced,
-        'per_class': per_class,
-        'confusion': conf.astype(int).tolist(),
-        'class_names': names,
-        'n': n,
-    }
+    for c, name in enumerate(names)
+  }
+  return {
+    'accuracy': accuracy,
+    'macro_f1': macro_f1,
+    'weighted_f1': weighted_f1,
+    'balanced_accuracy': balanced,
+    'per_class': per_class,
+    'confusion': conf.astype(int).tolist(),
+    'class_names': names,
+    'n': n,
+  }
 
 
 def _ccc_np(x: np.ndarray, y: np.ndarray) -> float:
-    """Biased (population-variance) concordance correlation coefficient."""
-    mx, my = x.mean(), y.mean()
-    vx, vy = x.var(), y.var()
-    cov = np.mean((x - mx) * (y - my))
-    den = vx + vy + (mx - my) ** 2
-    return float(2.0 * cov / den) if den > 0 else 0.0
+  """Biased (population-variance) concordance correlation coefficient."""
+  mx, my = x.mean(), y.mean()
+  vx, vy = x.var(), y.var()
+  cov = np.mean((x - mx) * (y - my))
+  den = vx + vy + (mx - my) ** 2
+  return float(2.0 * cov / den) if den > 0 else 0.0
 
 
 def _pcc_np(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation; 0.0 when either side is constant."""
-    dx, dy = x - x.mean(), y - y.mean()
-    den = np.sqrt(np.sum(dx * dx) * np.sum(dy * dy))
-    return float(np.sum(dx * dy) / den) if den > 0 else 0.0
+  """Pearson correlation; 0.0 when either side is constant."""
+  dx, dy = x - x.mean(), y - y.mean()
+  den = np.sqrt(np.sum(dx * dx) * np.sum(dy * dy))
+  return float(np.sum(dx * dy) / den) if den > 0 else 0.0
 
 
 def regression_report(target: np.ndarray, pred: np.ndarray,
-                      names: Sequence[str] = ('valence', 'arousal'),
-                      mask: Optional[np.ndarray] = None) -> dict:
-    """Per-dimension RMSE / MAE / MSE / CCC / PCC for continuous targets.
+            names: Sequence[str] = ('valence', 'arousal'),
+            mask: Optional[np.ndarray] = None) -> dict:
+  """Per-dimension RMSE / MAE / MSE / CCC / PCC for continuous targets.
 
-    CCC uses population (biased) variances, as in the AffectNet and ABAW
-    evaluation code, so our numbers are comparable to published ones.
+  CCC uses population (biased) variances, as in the AffectNet and ABAW
+  evaluation code, so our numbers are comparable to published ones.
 
-    Returns:
-      ``{name: {rmse, mae, mse, ccc, pcc}, ..., 'mean_ccc': float, 'n': int}``
-    """
-    target = np.asarray(target, np.float64)
-    pred = np.asarray(pred, np.float64)
-    if target.ndim == 1:
-        target, pred = target[:, None], pred[:, None]
-    if target.shape != pred.shape:
-        raise ValueError(f'target {target.shape} and pred {pred.shape} differ')
-    names = [str(s) for s in names]
-    if len(names) != target.shape[1]:
-        raise ValueError(f'{len(names)} names for {target.shape[1]} dimensions')
+  Returns:
+    ``{name: {rmse, mae, mse, ccc, pcc}, ..., 'mean_ccc': float, 'n': int}``
+  """
+  target = np.asarray(target, np.float64)
+  pred = np.asarray(pred, np.float64)
+  if target.ndim == 1:
+    target, pred = target[:, None], pred[:, None]
+  if target.shape != pred.shape:
+    raise ValueError(f'target {target.shape} and pred {pred.shape} differ')
+  names = [str(s) for s in names]
+  if len(names) != target.shape[1]:
+    raise ValueError(f'{len(names)} names for {target.shape[1]} dimensions')
 
-    keep = _row_keep(target.shape[0], mask)
-    t, p = target[keep], pred[keep]
-    n = int(t.shape[0])
-    report: Dict[str, object] = {}
-    cccs = []
-    for d, name in enumerate(names):
-        if n == 0:
-            stats = dict(rmse=0.0, mae=0.0, mse=0.0, ccc=0.0, pcc=0.0)
-        else:
-            err = p[:, d] - t[:, d]
-            mse_d = float(np.mean(err ** 2))
-            stats = dict(rmse=float(np.sqrt(mse_d)),
-                         mae=float(np.mean(np.abs(err))),
-                         mse=mse_d,
-                         ccc=_ccc_np(p[:, d], t[:, d]),
-                         pcc=_pcc_np(p[:, d], t[:, d]))
-        cccs.append(stats['ccc'])
-        report[name] = stats
-    report['mean_ccc'] = float(np.mean(cccs)) if cccs else 0.0
-    report['n'] = n
-    return report
+  keep = _row_keep(target.shape[0], mask)
+  t, p = target[keep], pred[keep]
+  n = int(t.shape[0])
+  report: Dict[str, object] = {}
+  cccs = []
+  for d, name in enumerate(names):
+    if n == 0:
+      stats = dict(rmse=0.0, mae=0.0, mse=0.0, ccc=0.0, pcc=0.0)
+    else:
+      err = p[:, d] - t[:, d]
+      mse_d = float(np.mean(err ** 2))
+      stats = dict(rmse=float(np.sqrt(mse_d)),
+             mae=float(np.mean(np.abs(err))),
+             mse=mse_d,
+             ccc=_ccc_np(p[:, d], t[:, d]),
+             pcc=_pcc_np(p[:, d], t[:, d]))
+    cccs.append(stats['ccc'])
+    report[name] = stats
+  report['mean_ccc'] = float(np.mean(cccs)) if cccs else 0.0
+  report['n'] = n
+  return report
 
 
 def any_max_accuracy(target_dist: np.ndarray, probs: np.ndarray,
-                     mask: Optional[np.ndarray] = None) -> float:
-    """Accuracy for soft / N-hot targets with ties.
+           mask: Optional[np.ndarray] = None) -> float:
+  """Accuracy for soft / N-hot targets with ties.
 
-    A row is correct when ``argmax(probs)`` lands on *any* entry that attains
-    the row maximum of ``target_dist`` (e.g. two emotions with equal votes).
-    Rows whose target is all zeros carry no label and are excluded, like
-    masked rows.  Ties are detected with a small relative tolerance so that
-    vote fractions such as 1/3 computed two different ways still tie.
-    """
-    target_dist = np.asarray(target_dist, np.float64)
-    probs = np.asarray(probs)
-    if target_dist.shape != probs.shape or target_dist.ndim != 2:
-        raise ValueError(
-            f'target_dist {target_dist.shape} and probs {probs.shape} must be '
-            'equal [N, K] shapes')
-    keep = _row_keep(target_dist.shape[0], mask) & np.any(target_dist != 0, -1)
-    if not keep.any():
-        return 0.0
-    t = target_dist[keep]
-    pred = np.argmax(probs[keep], axis=-1)
-    row_max = t.max(axis=-1)
-    hit = t[np.arange(t.shape[0]), pred]
-    correct = np.isclose(hit, row_max, rtol=1e-6, atol=1e-9)
-    return float(np.mean(correct))
+  A row is correct when ``argmax(probs)`` lands on *any* entry that attains
+  the row maximum of ``target_dist`` (e.g. two emotions with equal votes).
+  Rows whose target is all zeros carry no label and are excluded, like
+  masked rows.  Ties are detected with a small relative tolerance so that
+  vote fractions such as 1/3 computed two different ways still tie.
+  """
+  target_dist = np.asarray(target_dist, np.float64)
+  probs = np.asarray(probs)
+  if target_dist.shape != probs.shape or target_dist.ndim != 2:
+    raise ValueError(
+      f'target_dist {target_dist.shape} and probs {probs.shape} must be '
+      'equal [N, K] shapes')
+  keep = _row_keep(target_dist.shape[0], mask) & np.any(target_dist != 0, -1)
+  if not keep.any():
+    return 0.0
+  t = target_dist[keep]
+  pred = np.argmax(probs[keep], axis=-1)
+  row_max = t.max(axis=-1)
+  hit = t[np.arange(t.shape[0]), pred]
+  correct = np.isclose(hit, row_max, rtol=1e-6, atol=1e-9)
+  return float(np.mean(correct))
 
 
 def _format_cell(value, float_fmt: str, percent: bool) -> str:
-    if value is None:
-        return '-'
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (int, np.integer)) and not percent:
-        return str(int(value))
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        v = float(value)
-        if np.isnan(v):
-            return 'nan'
-        return float_fmt.format(100.0 * v if percent else v)
-    # Pipes would split the cell; escape them as GitHub markdown expects.
-    return str(value).replace('|', '\\|')
+  if value is None:
+    return '-'
+  if isinstance(value, (bool, np.bool_)):
+    return str(bool(value))
+  if isinstance(value, (int, np.integer)) and not percent:
+    return str(int(value))
+  if isinstance(value, (int, float, np.integer, np.floating)):
+    v = float(value)
+    if np.isnan(v):
+      return 'nan'
+    return float_fmt.format(100.0 * v if percent else v)
+  # Pipes would split the cell; escape them as GitHub markdown expects.
+  return str(value).replace('|', '\\|')
 
 
 def markdown_table(rows: List[dict], columns: List[str],
-                   float_fmt: str = '{:.2f}',
-                   percent_cols: Sequence[str] = ()) -> str:
-    """Renders ``rows`` as a GitHub-flavoured markdown table.
+           float_fmt: str = '{:.2f}',
+           percent_cols: Sequence[str] = ()) -> str:
+  """Renders ``rows`` as a GitHub-flavoured markdown table.
 
-    Floats use ``float_fmt``; columns in ``percent_cols`` hold fractions in
-    [0, 1] and are shown multiplied by 100 (no '%' sign, so the column header
-    should say so, e.g. ``'acc (%)'``).  Integers are printed as-is, missing
-    keys and None as ``-``.  Numeric columns are right-aligned.
-    """
-    percent = set(percent_cols)
-    header = '| ' + ' | '.join(columns) + ' |'
+  Floats use ``float_fmt``; columns in ``percent_cols`` hold fractions in
+  [0, 1] and are shown multiplied by 100 (no '%' sign, so the column header
+  should say so, e.g. ``'acc (%)'``).  Integers are printed as-is, missing
+  keys and None as ``-``.  Numeric columns are right-aligned.
+  """
+  percent = set(percent_cols)
+  header = '| ' + ' | '.join(columns) + ' |'
 
-    def numeric(col):
-        vals = [r.get(col) for r in rows if r.get(col) is not None]
-        return bool(vals) and all(
-            isinstance(v, (int, float, np.integer, np.floating))
-            and not isinstance(v, (bool, np.bool_)) for v in vals)
+  def numeric(col):
+    vals = [r.get(col) for r in rows if r.get(col) is not None]
+    return bool(vals) and all(
+      isinstance(v, (int, float, np.integer, np.floating))
+      and not isinstance(v, (bool, np.bool_)) for v in vals)
 
-    sep = '| ' + ' | '.join('---:' if numeric(c) else '---'
-                            for c in columns) + ' |'
-    lines = [header, sep]
-    for r in rows:
-        cells = [_format_cell(r.get(c), float_fmt, c in percent)
-                 for c in columns]
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n'
+  sep = '| ' + ' | '.join('---:' if numeric(c) else '---'
+              for c in columns) + ' |'
+  lines = [header, sep]
+  for r in rows:
+    cells = [_format_cell(r.get(c), float_fmt, c in percent)
+         for c in columns]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'

@@ -68,17 +68,27 @@ def local_batch_size(global_batch: int) -> int:
   return global_batch // n
 
 
+def collate(examples: list[dict]) -> dict:
+  return {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
+
+
 def train_dataset(cfg, seed: int) -> grain.IterDataset:
-  """This process's infinite training stream of local batches."""
+  """This process's infinite stream of local batches.
+
+  The global batch of step s is the same whatever the number of processes: the sample order
+  is shuffled globally (reseeded every epoch), cut into global batches, and each process reads
+  only its own slice of each batch.
+  """
   src = sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, seed)
   num_classes = cfg.model.num_classes
-  ds = grain.MapDataset.source(src)
-  ds = ds[jax.process_index()::jax.process_count()]
-  ds = ds.shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
-  ds = ds.map(lambda ex: standardize(ex, num_classes))
-  ds = ds.batch(local_batch_size(cfg.batch_size), drop_remainder=True)
+  lb = local_batch_size(cfg.batch_size)
+  lo = jax.process_index() * lb
+  order = grain.MapDataset.range(len(src)).shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
+  ds = order.batch(cfg.batch_size, drop_remainder=True)
+  ds = ds.map(lambda ids: collate([standardize(src[int(i)], num_classes)
+                                   for i in ids[lo:lo + lb]]))
   iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.data.num_threads,
-                                                 prefetch_buffer_size=cfg.data.prefetch * 4))
+                                                 prefetch_buffer_size=cfg.data.prefetch))
   if cfg.data.num_workers > 0:
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.data.num_workers))
   return iter_ds
@@ -118,8 +128,6 @@ class EvalSet:
     """This process's slice of each global batch, in order."""
     lo = jax.process_index() * self.local_batch
     n, gb, lb = self.num_batches, self.global_batch, self.local_batch
-    ds = grain.MapDataset.range(n * lb)
-    ds = ds.map(lambda j: self._example((j // lb) * gb + lo + j % lb)).batch(lb)
-    it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=self.threads)))
-    for _ in range(n):
-      yield next(it)
+    ds = grain.MapDataset.range(n).map(
+        lambda b: collate([self._example(b * gb + lo + j) for j in range(lb)]))
+    yield from ds.to_iter_dataset(grain.ReadOptions(num_threads=self.threads))
