@@ -37,8 +37,10 @@ class Manager:
       raise FileNotFoundError(f'no checkpoints under {path!r} (looked in {self.directory})')
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                            read_only=read_only, cleanup_tmp_directories=True)
-    self._mngr = ocp.CheckpointManager(self.directory, options=options,
-                                       item_names=('state', 'data', 'config'))
+    # Handlers are registered up front so metadata can be read before any save or restore.
+    handlers = dict(state=ocp.PyTreeCheckpointHandler(), config=ocp.JsonCheckpointHandler(),
+                    data=grain.checkpoint.CheckpointHandler())
+    self._mngr = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -48,7 +50,7 @@ class Manager:
 
   def save(self, step: int, state_tree: Any, data_iter, config: ml_collections.ConfigDict,
            force: bool = True) -> None:
-    items = dict(state=ocp.args.StandardSave(state_tree),
+    items = dict(state=ocp.args.PyTreeSave(state_tree),
                  config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
     if data_iter is not None:
       items['data'] = grain.checkpoint.CheckpointSave(data_iter)
@@ -87,7 +89,9 @@ class Manager:
     if params_only:
       target = {k: abstract_state[k] for k in ('params', 'batch_stats')}
     self._check_compatible(step, target)
-    items = dict(state=ocp.args.StandardRestore(target, partial_restore=params_only))
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    items = dict(state=ocp.args.PyTreeRestore(target, restore_args=restore_args,
+                                              partial_restore=params_only))
     if data_iter is not None and not params_only:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iter)
     restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
@@ -97,15 +101,12 @@ class Manager:
     """Names the parameters that differ instead of letting orbax fail deep inside."""
     meta = self._mngr.item_metadata(step)['state']
     meta = getattr(meta, 'tree', meta)
-    want = {jax.tree_util.keystr(k): v.shape for k, v in
-            jax.tree_util.tree_flatten_with_path(target)[0]}
-    have = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in
-            jax.tree_util.tree_flatten_with_path(meta)[0] if hasattr(v, 'shape')}
-    have = {k: v for k, v in have.items() if k.split(']')[0] + ']' in
-            {w.split(']')[0] + ']' for w in want}}
+    want = _shapes(target)
+    have = {k: v for k, v in _shapes(meta).items() if k.split('.')[0] in
+            {w.split('.')[0] for w in want}}
     missing = sorted(set(want) - set(have))
     unexpected = sorted(set(have) - set(want))
-    wrong = sorted(k for k in set(want) & set(have) if tuple(want[k]) != tuple(have[k]))
+    wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])
     if missing or unexpected or wrong:
       lines = [f'checkpoint {self.directory}/{step} does not fit this model '
                f'(is it from another model or config?)']
@@ -114,8 +115,22 @@ class Manager:
           lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys[:8]) +
                        (' ...' if len(keys) > 8 else ''))
       for k in wrong[:8]:
-        lines.append(f'  shape of {k}: checkpoint {have[k]} vs model {tuple(want[k])}')
+        lines.append(f'  shape of {k}: checkpoint {have[k]} vs model {want[k]}')
       raise IncompatibleCheckpoint('\n'.join(lines))
+
+
+def _key_name(entry) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  """'params.fc.kernel' -> shape; namedtuple fields and dict keys spelt alike, because orbax
+  metadata turns optax's namedtuple states into dicts."""
+  return {'.'.join(_key_name(e) for e in path): tuple(leaf.shape) for path, leaf in
+          jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(leaf, 'shape')}
 
 
 def abstract_with_sharding(abstract: Any, shardings: Any) -> Any:

@@ -117,7 +117,7 @@ def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:
   """Makes any config cheap enough for a CPU test: tiny model, tiny data, few steps."""
   c.model.width = 8
   c.model.stage_sizes = (1, 1)
-  c.data.image_size = 32
+  c.data.image_size = 48
   c.data.train_examples = 64
   c.data.eval_examples = 40
   c.data.num_threads = 2

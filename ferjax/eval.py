@@ -35,14 +35,16 @@ def main(argv):
   step = FLAGS.step if FLAGS.step is not None else mngr.latest_step()
   state = run.restore_params(mngr, step)
   specs = [s for s in (FLAGS.datasets or cfg.data.eval_sets).split(',') if s]
+  if not specs:
+    raise app.UsageError('the run names no eval sets (config.data.eval_sets is empty): '
+                         'pass --datasets, e.g. --datasets=synthetic:lab:test')
   out = FLAGS.out or os.path.join(FLAGS.workdir, 'eval', f'step_{step}')
-  reports = evaluate.evaluate(run.steps.predict, state, specs, cfg, run.mesh, run.method.class_names, out)
+  evaluate.evaluate(run.steps.predict, state, specs, cfg, run.mesh, run.method.class_names, out)
   if jax.process_index() == 0:
     with open(os.path.join(out, 'results.md')) as f:
       print(f'\n{FLAGS.workdir} @ step {step}  (classes: {", ".join(run.method.class_names)})')
       print(f.read())
     print(f'wrote {out}/results.json, results.md and confusion PNGs', file=sys.stderr)
-  del reports
 
 
 if __name__ == '__main__':

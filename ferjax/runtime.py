@@ -10,10 +10,14 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser('~'), '.cache', 'ferjax', 'jax_c
 
 
 def setup() -> None:
-  """Persistent compilation cache (compiles dominate on CPU and small accelerators).
+  """Persistent compilation cache (compiles dominate on CPU and small accelerators), and
+  library logging at WARNING unless --verbosity was given (orbax logs every file at INFO).
 
-  FERJAX_CACHE_DIR overrides the location; an empty value turns the cache off.
+  FERJAX_CACHE_DIR overrides the cache location; an empty value turns the cache off.
   """
+  from absl import flags, logging
+  if not (flags.FLAGS.is_parsed() and flags.FLAGS['verbosity'].present):
+    logging.set_verbosity(logging.WARNING)
   cache = os.environ.get('FERJAX_CACHE_DIR', DEFAULT_CACHE)
   if cache:
     jax.config.update('jax_compilation_cache_dir', cache)
@@ -23,6 +27,12 @@ def setup() -> None:
 
 def is_primary() -> bool:
   return jax.process_index() == 0
+
+
+def say(message: str) -> None:
+  """One status line on stderr from process 0 (kept out of library log levels)."""
+  if is_primary():
+    print(message, file=sys.stderr, flush=True)
 
 
 def progress(iterable=None, total=None, desc='', **kw):

@@ -81,8 +81,8 @@ def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Step
     updates, new_opt = tx.update(grads, state.opt_state, state.params)
     new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                            batch_stats=new_stats, opt_state=new_opt)
-    grad_norm = optax.global_norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+    grad_norm = optax.tree.norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
     new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, lr=schedule(state.step),
                    nonfinite=(~ok).astype(jnp.int32))

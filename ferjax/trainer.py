@@ -115,7 +115,6 @@ class _Log:
 def _initial_state(run: Run, mngr: checkpoint.Manager, data_iter):
   cfg = run.cfg
   if mngr.latest_step() is not None:
-    logging.info('resuming from %s step %d', mngr.directory, mngr.latest_step())
     return steps_lib.TrainState.from_tree(mngr.restore(run.abstract, data_iter)), 'workdir'
   if cfg.train.resume:
     other = checkpoint.Manager(cfg.train.resume, read_only=True)
@@ -145,8 +144,9 @@ def train(cfg, workdir: str) -> dict:
   log, stop = _Log(workdir), _Stop()
   eval_every = cfg.train.eval_every or run.steps_per_epoch
   specs = [s for s in cfg.data.eval_sets.split(',') if s]
-  logging.info('%s: %d steps (%d per epoch), starting at %d (%s), mesh %s', cfg.method,
-               run.total_steps, run.steps_per_epoch, start, origin, dict(run.mesh.shape))
+  runtime.say(f'{cfg.method}: {run.total_steps} steps ({run.steps_per_epoch} per epoch), '
+              f'starting at step {start} ({origin}), mesh {dict(run.mesh.shape)}, '
+              f'{jax.process_count()} process(es)')
 
   def save(step):
     mngr.save(step, state.tree(), data_iter, cfg)
@@ -180,7 +180,7 @@ def train(cfg, workdir: str) -> dict:
       if step % cfg.train.ckpt_every == 0 or stop.requested:
         save(step)
       if stop.requested:
-        logging.warning('stopped at step %d on request; checkpoint saved', step)
+        runtime.say(f'stopped at step {step} on request; checkpoint saved in {mngr.directory}')
         return {}
       if specs and (step % eval_every == 0 or step == run.total_steps):
         out = os.path.join(workdir, 'eval', f'step_{step}') if step == run.total_steps else None

@@ -56,3 +56,15 @@ def test_eval_preprocess_only_normalises():
   cfg = ml_collections.ConfigDict(dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
   out = augment.eval_preprocess(b, cfg)['image']
   np.testing.assert_allclose(out, (np.asarray(b["image"]) / 255.0 - 0.5) / 0.25, atol=1e-6)
+
+
+def test_warp_equals_dm_pix_affine_transform():
+  import dm_pix as pix
+  rng = np.random.default_rng(2)
+  image = jnp.asarray(rng.random((20, 24, 3)), jnp.float32)
+  t = 0.4
+  a = jnp.array([[np.cos(t), -np.sin(t)], [np.sin(t), -np.cos(t)]], jnp.float32)  # rotate + flip
+  offset = jnp.array([3.5, 20.25], jnp.float32)
+  expected = pix.affine_transform(image, jnp.eye(3).at[:2, :2].set(a),
+                                  offset=jnp.append(offset, 0.0), order=1, mode='nearest')
+  np.testing.assert_allclose(augment.warp(image, a, offset), expected, atol=1e-5)
