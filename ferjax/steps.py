@@ -82,7 +82,8 @@ def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Step
     new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                            batch_stats=new_stats, opt_state=new_opt)
     grad_norm = optax.tree.norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
+    update_norm = optax.tree.norm(updates)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
     new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, lr=schedule(state.step),
                    nonfinite=(~ok).astype(jnp.int32))

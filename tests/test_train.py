@@ -90,6 +90,23 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), pa, pb)
 
 
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  proc = subprocess.Popen(_train_cmd(tmp_path, 10_000), cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+  ckpts = tmp_path / 'checkpoints'
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if ckpts.exists() and any(d.isdigit() for d in os.listdir(ckpts)):
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err.decode()[-2000:]
+  assert b'stopped at step' in err
+  step = checkpoint.Manager(tmp_path, read_only=True).latest_step()
+  assert step is not None and 0 < step < 10_000
+
+
 def test_nonfinite_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
   common = {'train.ckpt_every': 2, 'train.log_every': 2, 'data.eval_sets': ''}
   trainer.train(smoke(**common, **{'train.max_steps': 4}), str(tmp_path))

@@ -88,7 +88,8 @@ def train_dataset(cfg, seed: int) -> grain.IterDataset:
   ds = ds.map(lambda ids: collate([standardize(src[int(i)], num_classes)
                                    for i in ids[lo:lo + lb]]))
   iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.data.num_threads,
-                                                 prefetch_buffer_size=cfg.data.prefetch))
+                                                 prefetch_buffer_size=max(cfg.data.prefetch,
+                                                                          cfg.data.num_threads)))
   if cfg.data.num_workers > 0:
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.data.num_workers))
   return iter_ds
