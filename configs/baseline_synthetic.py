@@ -30,6 +30,7 @@ def get_config(arg=None):
     c.optim.lr = 2e-3
     c.optim.warmup_epochs = 0.25
     c.train.ckpt_every = 250
+    c.train.eval_every = -1  # the domain table once, at the end
   if a['epochs'] is not None:
     c.train.epochs = float(a['epochs'])
   return fc.finalize(c, smoke=a['smoke'])

@@ -74,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       epochs=10.0,
       log_every=50,              # steps
-      eval_every=0,              # steps; 0 = once per epoch
+      eval_every=0,              # steps; 0 = once per epoch, -1 = only at the end
       ckpt_every=500,            # steps
       keep=3,                    # checkpoints kept
       resume='',                 # a workdir or checkpoint dir to continue from

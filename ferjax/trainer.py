@@ -142,7 +142,8 @@ def train(cfg, workdir: str) -> dict:
   state, origin = _initial_state(run, mngr, data_iter)
   start = int(state.step)
   log, stop = _Log(workdir), _Stop()
-  eval_every = cfg.train.eval_every or run.steps_per_epoch
+  eval_every = {0: run.steps_per_epoch, -1: run.total_steps}.get(cfg.train.eval_every,
+                                                                 cfg.train.eval_every)
   specs = [s for s in cfg.data.eval_sets.split(',') if s]
   runtime.say(f'{cfg.method}: {run.total_steps} steps ({run.steps_per_epoch} per epoch), '
               f'starting at step {start} ({origin}), mesh {dict(run.mesh.shape)}, '

@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 bash launch/setup.sh
 WORKDIR=${WORKDIR:-runs/demo}
 export FERJAX_PROGRESS=${FERJAX_PROGRESS:-1}
+# Training ends with an evaluation on every synthetic domain and prints the table.
 .venv/bin/python -m ferjax.train --config configs/baseline_synthetic.py:cpu --workdir "$WORKDIR" "$@"
-.venv/bin/python -m ferjax.eval --workdir "$WORKDIR"
+echo "Re-evaluate any time: .venv/bin/python -m ferjax.eval --workdir $WORKDIR [--datasets synthetic:lab:test,...]"

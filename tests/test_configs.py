@@ -19,7 +19,7 @@ def _param_count(tree):
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
-@pytest.mark.parametrize('arg', ['', 'smoke'])
+@pytest.mark.parametrize('arg', ['', 'smoke'])  # every config accepts these two
 def test_config_builds_and_traces(path, arg):
   cfg = config_lib.load(f'{path}:{arg}' if arg else path)
   method = methods.build(cfg)
