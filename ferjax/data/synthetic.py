@@ -126,7 +126,7 @@ def _sample_style(rng: np.random.Generator, u: np.ndarray, domain: str):
     style['clutter'] = [(k, x[0][0], x[0][1], x[1][0], x[1][1], tuple(c))
                         for k, x, c in zip(rng.integers(0, 3, n).tolist(), boxes.tolist(),
                                            cols.tolist())]
-    style['light'] = (2 * math.pi * u[14], 0.35 + 0.5 * u[15], 0.3 * u[16] - 0.15)
+    style['light'] = (2 * math.pi * u[14], 0.25 + 0.45 * u[15], 0.3 * u[16] - 0.15)
   elif domain == 'cartoon':
     bg = [0.35 + 0.3 * v for v in u[10:13].tolist()]
     bg[int(u[13] * 3)] = 0.95

@@ -19,7 +19,7 @@ _CIRC24 = np.stack([np.cos(_C24), np.sin(_C24)], 1)
 _ARC = np.linspace(np.pi, 2 * np.pi, 22)[1:-1]   # over the top of the head, image left to right
 _INK = (20, 20, 25)
 _NOISE_LEVELS = (3.0, 5.0, 7.0, 9.0)
-_noise_bank: dict = {}
+_noise_bank = None    # list of noise images, one per level, built on first use
 # lowq settings for parameters sampled for another domain (sample_params draws its own)
 _QUALITY = {'res': 44, 'contrast': 0.6, 'bright': 0.0, 'noise': 5.0, 'jpeg': 20, 'grey': False,
             'seed': 0}
@@ -243,11 +243,12 @@ def _draw_occluders(d, get, occluders, skin, hair, w, rgb) -> None:
 
 def _noise(level: float, size: int, grey: bool, seed: int) -> Image.Image:
   """A crop of a fixed bank of Gaussian noise (mean 128), deterministic in seed."""
+  global _noise_bank
   j = int(np.argmin([abs(level - v) for v in _NOISE_LEVELS]))
-  if not _noise_bank:
-    for i, sigma in enumerate(_NOISE_LEVELS):
-      bank = np.random.default_rng(1234 + i).normal(128.0, sigma, (320, 320, 3))
-      _noise_bank[i] = Image.fromarray(np.clip(bank + 0.5, 0, 255).astype(np.uint8))
+  if _noise_bank is None:                      # built whole, then published (thread-safe)
+    _noise_bank = [Image.fromarray(np.clip(np.random.default_rng(1234 + i).normal(
+        128.5, sigma, (320, 320, 3)), 0, 255).astype(np.uint8))
+                   for i, sigma in enumerate(_NOISE_LEVELS)]
   ox, oy = seed % (320 - size + 1), (seed // 977) % (320 - size + 1)
   img = _noise_bank[j].crop((ox, oy, ox + size, oy + size))
   return img.getchannel(seed % 3) if grey else img
@@ -279,11 +280,11 @@ def _finish(img: Image.Image, size: int, domain: str, params: FaceParams) -> np.
 def _light(size: int, angle: float, strength: float, cast: float) -> Image.Image:
   """Directional lighting gradient (multiplier image), quantised so that it can be cached:
   12 directions x 4 strengths x 3 colour casts per image size."""
-  key = (size, int(round(angle / (2 * np.pi) * 12)) % 12, int(round((strength - 0.35) * 6)),
+  key = (size, int(round(angle / (2 * np.pi) * 12)) % 12, int(round((strength - 0.25) * 6)),
          int(round(cast * 6.67)))
   img = _light_cache.get(key)
   if img is None:
-    ang, st, ca = key[1] * np.pi / 6, 0.35 + key[2] / 6, key[3] / 6.67
+    ang, st, ca = key[1] * np.pi / 6, 0.25 + key[2] / 6, key[3] / 6.67
     r = (np.arange(size) + 0.5) / size - 0.5
     ramp = np.cos(ang) * r[None, :] + np.sin(ang) * r[:, None]
     tint = np.array([1.0, 1 - abs(ca), 1 - 2 * abs(ca)])
