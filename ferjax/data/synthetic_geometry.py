@@ -197,7 +197,8 @@ def _make_template() -> tuple[_Template, np.ndarray]:
   blm_x, blm_y = [], []
   for sd in (-1, 1):
     bx = {f'bxo{sd:+d}': 1 - u, f'bxi{sd:+d}': u}
-    t.add(f'brow{sd:+d}', _cat(bx, _rev(bx)), _cat(_add(by, 'bth', -half), _rev(_add(by, 'bth', half))))
+    t.add(f'brow{sd:+d}', _cat(bx, _rev(bx)),
+          _cat(_add(by, 'bth', -half), _rev(_add(by, 'bth', half))))
     o = slice(None, None, 2) if sd < 0 else slice(None, None, -2)
     blm_x.append(_sub(bx, o))
     blm_y.append(_sub(by, o))
@@ -267,7 +268,8 @@ def _make_template() -> tuple[_Template, np.ndarray]:
   # expression wrinkles
   fx = np.linspace(-0.42, 0.42, 9)
   for k, off in enumerate((0.13, 0.22, 0.31)):
-    t.add(f'wr_forehead{k}', {'one': fx}, {'bmean': np.ones(9), 'one': -off - 0.03 * np.cos(3 * fx)})
+    t.add(f'wr_forehead{k}', {'one': fx},
+          {'bmean': np.ones(9), 'one': -off - 0.03 * np.cos(3 * fx)})
   for sd in (-1, 1):
     t.add(f'wr_glabella{sd:+d}', {'one': np.array([0.045, 0.06]) * sd},
           {'bmean': ones(2), 'one': np.array([-0.04, 0.1])}, 0.02)
@@ -285,7 +287,8 @@ def _make_template() -> tuple[_Template, np.ndarray]:
   g = t.groups
   r = lambda name, idx: [g[name][0] + i for i in idx]
   lm = (r('face', range(0, 33, 2)) + r('brow_lm', range(10)) + r('bridge_lm', range(4))
-        + r('nbase', range(5)) + r('eye-1', [0, 4, 8, 12, 17, 21]) + r('eye+1', [0, 4, 8, 12, 17, 21])
+        + r('nbase', range(5)) + r('eye-1', [0, 4, 8, 12, 17, 21])
+        + r('eye+1', [0, 4, 8, 12, 17, 21])
         + r('lip_up', [0, 3, 6, 9, 12, 15, 18]) + r('lip_lo', [22, 25, 28, 31, 34])
         + r('inner', [0, 4, 8, 12, 16, 21, 25, 29]))
   return t, np.array(lm)
@@ -348,8 +351,10 @@ def _coefs(p: FaceParams, cartoon: bool) -> tuple[np.ndarray, dict]:
   wr = {'wr_forehead0': clip01(1.2 * br_up - 0.2 + 0.6 * br_in),
         'wr_forehead1': clip01(1.2 * br_up - 0.2), 'wr_forehead2': clip01(1.2 * br_up - 0.3),
         'wr_glabella-1': clip01(1.3 * br_low - 0.2), 'wr_glabella+1': clip01(1.3 * br_low - 0.2),
-        'wr_naso-1': clip01(0.25 + 0.7 * c_up + 0.6 * wrinkle + 0.4 * ulip + 0.6 * asym * (side < 0)),
-        'wr_naso+1': clip01(0.25 + 0.7 * c_up + 0.6 * wrinkle + 0.4 * ulip + 0.6 * asym * (side > 0)),
+        'wr_naso-1': clip01(0.25 + 0.7 * c_up + 0.6 * wrinkle + 0.4 * ulip
+                            + 0.6 * asym * (side < 0)),
+        'wr_naso+1': clip01(0.25 + 0.7 * c_up + 0.6 * wrinkle + 0.4 * ulip
+                            + 0.6 * asym * (side > 0)),
         'wr_under-1': clip01(1.2 * tense - 0.1), 'wr_under+1': clip01(1.2 * tense - 0.1)}
   for j in range(3):
     wr[f'wr_nose{j}'] = clip01(1.3 * wrinkle - 0.15)
@@ -385,7 +390,8 @@ _BASE_DZ, _BASE_SURF = TEMPLATE.dz, TEMPLATE.surf.astype(float)
 
 
 def face_points(p: FaceParams, domain: str, canvas: float,
-                extra: list[tuple[str, np.ndarray, float, bool]] = ()) -> tuple[np.ndarray, dict, dict]:
+                extra: list[tuple[str, np.ndarray, float, bool]] = ()
+                ) -> tuple[np.ndarray, dict, dict]:
   """Projects the face (plus `extra` groups: name, [n, 2] canonical points, depth, on-surface).
 
   Returns ([N, 2] canvas points, {group: (start, end)}, drawing info). The landmarks are the rows

@@ -53,7 +53,8 @@ def _occluders(params: FaceParams) -> list[tuple[str, np.ndarray, float, bool]]:
       top, chin = ye + nlen * (0.35 + 0.25 * u[0]), flen + 0.08
       xs = np.linspace(-1, 1, 9)
       upper = np.stack([xs * fw * 0.93, top + 0.12 * xs ** 2], 1)
-      lower = np.stack([xs[::-1] * fw * (0.86 - 0.3 * xs ** 4), chin - (chin - ym - 0.05) * xs ** 4], 1)
+      lower = np.stack([xs[::-1] * fw * (0.86 - 0.3 * xs ** 4),
+                        chin - (chin - ym - 0.05) * xs ** 4], 1)
       out.append((tag + 'mask', np.concatenate([upper, lower]), 0.06, True))
       for j in range(3):
         out.append((f'{tag}pleat{j}', np.stack([xs[1:-1] * fw * 0.75,
@@ -205,7 +206,7 @@ def render(params: FaceParams, image_size: int, domain: str) -> tuple[np.ndarray
 
 def _draw_occluders(d, get, occluders, skin, hair, w, rgb) -> None:
   for k, o in enumerate(occluders):
-    tag, kind, col = f'occ{k}_', o['kind'], o['color'].tolist()
+    tag, kind, col = f'occ{k}_', o['kind'], o['color']
     if kind in ('glasses', 'sunglasses'):
       frame = rgb(col, 0.35)
       for sd in ('-1', '+1'):

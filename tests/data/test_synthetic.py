@@ -43,8 +43,10 @@ def test_deterministic_random_access(domain):
   assert _same(a[7], a[7])
   assert _same(a[-1], a[49])
   assert not np.array_equal(a[7]['image'], a[8]['image'])
-  assert not np.array_equal(a[7]['image'], SyntheticFaces(domain, 'val', 50, 64, seed=1)[7]['image'])
-  assert not np.array_equal(a[7]['image'], SyntheticFaces(domain, 'train', 50, 64, seed=2)[7]['image'])
+  other_split = SyntheticFaces(domain, 'val', 50, 64, seed=1)[7]
+  other_seed = SyntheticFaces(domain, 'train', 50, 64, seed=2)[7]
+  assert not np.array_equal(a[7]['image'], other_split['image'])
+  assert not np.array_equal(a[7]['image'], other_seed['image'])
 
 
 def test_splits_disjoint():
@@ -79,7 +81,8 @@ def test_value_ranges(lab_examples):
     assert ex['label_dist'].sum() == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_array_equal(ex['multilabel'], (ex['votes'][:8] >= 3).astype(np.float32))
     if ex['votes'][:8].sum():
-      np.testing.assert_allclose(ex['label_dist'], ex['votes'][:8] / ex['votes'][:8].sum(), atol=1e-6)
+      np.testing.assert_allclose(ex['label_dist'], ex['votes'][:8] / ex['votes'][:8].sum(),
+                                 atol=1e-6)
     assert (ex['intensity'] == 0) == (ex['label'] == 0)
   labels = np.array([ex['label'] for ex in lab_examples])
   assert (np.bincount(labels, minlength=8) > 30).all()          # all classes present, balanced
@@ -129,7 +132,7 @@ def test_geometry_follows_expression():
   assert opening(surprise) > opening(neutral) + 0.05
   brow_height = lambda lm: (lm[:, 36:48, 1].mean(1) - lm[:, 17:27, 1].mean(1)).mean()
   assert brow_height(surprise) > brow_height(neutral) + 0.02
-  corner_lift = lambda lm: ((lm[:, 51, 1] + lm[:, 57, 1]) / 2 - (lm[:, 48, 1] + lm[:, 54, 1]) / 2).mean()
+  corner_lift = lambda lm: (lm[:, [51, 57], 1].mean(1) - lm[:, [48, 54], 1].mean(1)).mean()
   assert corner_lift(happy) > corner_lift(sad) + 0.03
   asym = lambda lm: np.abs(lm[:, 48, 1] - lm[:, 54, 1]).mean()
   assert asym(contempt) > asym(neutral) + 0.02
@@ -158,7 +161,10 @@ def test_drawn_image_agrees_with_landmarks():
   for p in _params('lab', 0, 20, seed=7):
     img, lm = render(p, 112, 'lab')
     g = img[:, :, 0].astype(np.float32)
-    px = lambda xy: g[int(xy[1] * 112) - 1:int(xy[1] * 112) + 2, int(xy[0] * 112) - 1:int(xy[0] * 112) + 2].mean()
+    def px(xy):                                         # 3x3 patch mean around a landmark
+      x, y = int(xy[0] * 112), int(xy[1] * 112)
+      return g[y - 1:y + 2, x - 1:x + 2].mean()
+
     eyes = (px(lm[36:42].mean(0)) + px(lm[42:48].mean(0))) / 2
     cheeks = (px((lm[2] + lm[31]) / 2) + px((lm[14] + lm[35]) / 2)) / 2
     mouth_vs_chin = px((lm[57] + lm[8]) / 2)
@@ -192,7 +198,8 @@ def test_votes_agreement():
       agree.append(syn.simulate_votes(p, domain, rng)[p.label] / 10)
     return np.mean(agree)
 
-  strong, weak, blended = agreement('lab', 0.9, False), agreement('lab', 0.3, False), agreement('lab', 0.9, True)
+  strong = agreement('lab', 0.9, False)
+  weak, blended = agreement('lab', 0.3, False), agreement('lab', 0.9, True)
   assert strong > 0.85
   assert weak < strong - 0.1 and blended < strong - 0.05
   assert agreement('occluded', 0.9, False) < strong - 0.1
