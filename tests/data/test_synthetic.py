@@ -49,6 +49,13 @@ def test_deterministic_random_access(domain):
   assert not np.array_equal(a[7]['image'], other_seed['image'])
 
 
+def test_make_example_matches_source_and_forces_label():
+  src = SyntheticFaces('cartoon', 'val', 10, 64, seed=2)
+  assert _same(make_example(2, 'cartoon', 'val', 4, 64), src[4])
+  for c in range(8):
+    assert make_example(0, 'wild', 'train', c, 48, label=c)['label'] == c
+
+
 def test_splits_disjoint():
   imgs = {s: {SyntheticFaces('lab', s, 60, 48)[i]['image'].tobytes() for i in range(60)}
           for s in ('train', 'val', 'test')}
