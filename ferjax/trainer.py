@@ -8,7 +8,6 @@ good checkpoint intact.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import time
