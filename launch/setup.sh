@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv (if needed) and installs ferjax with the exact versions in constraints.txt.
-# Re-running is cheap: nothing is reinstalled unless pyproject.toml or constraints.txt changed.
+# Re-running is cheap: nothing is reinstalled unless pyproject.toml, constraints.txt or the
+# extras changed. FERJAX_EXTRAS picks the extras (default: test; the test command adds torch,
+# whose ~5 GB the demo does not need).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -10,9 +12,10 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.ferjax-installed
-want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+EXTRAS=${FERJAX_EXTRAS:-test}
+want=$( (cat pyproject.toml constraints.txt; echo "$EXTRAS") | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test]'
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
 fi

@@ -71,11 +71,16 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-  """Returns pooled features (B, C_last); `return_maps` also gives each stage's map."""
+  """Returns pooled features (B, C_last); `return_maps` also gives each stage's map.
+
+  num_classes > 0 adds torchvision's `fc` layer and returns its logits instead of the features
+  (the ImageNet checkpoints carry it).
+  """
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   block: str = 'basic'
   width: int = 64
   bn_momentum: float = 0.9
+  num_classes: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -93,6 +98,8 @@ class ResNet(nn.Module):
         x = block(self.width * 2**i, stride, norm, self.dtype, name=f'layer{i + 1}_{j}')(x)
       maps.append(x)
     feats = jnp.mean(x, axis=(1, 2))                                       # (B, C_last)
+    if self.num_classes:
+      feats = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(feats)
     return (feats, maps) if return_maps else feats
 
 

@@ -1,0 +1,284 @@
+"""ferjax variables <-> PyTorch state_dicts, per architecture, strict in both directions.
+
+Every architecture registers an `ArchMap` (in the interop module of its family): how to build
+its Flax module, an example input, and how a Flax parameter path is named in the reference
+state_dict. The conversion itself is generic: the Flax tree is taken from `jax.eval_shape` of
+the module's init, each leaf is looked up under its torch name, transformed (convolution
+kernels OIHW <-> HWIO, linear weights transposed) and shape-checked. Keys left over on either
+side are an error that names them: a partial load is never silent.
+
+  from_torch(arch, state_dict, ignore=(), **overrides) -> variables
+  to_torch(arch, variables, **overrides) -> state_dict (torch tensors)
+  load_state_dict(path) -> {name: np.ndarray}  (safetensors or torch.load(weights_only=True))
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Architecture name -> the module that registers it (imported on first use).
+_FAMILIES = {
+    'resnet18': 'ferjax.interop.resnet',
+    'resnet34': 'ferjax.interop.resnet',
+    'resnet50': 'ferjax.interop.resnet',
+    'ir50': 'ferjax.interop.irse',
+    'mobilefacenet': 'ferjax.interop.mobilefacenet',
+    'vgg13': 'ferjax.interop.vgg',
+    'vgg16': 'ferjax.interop.vgg',
+    'vgg19': 'ferjax.interop.vgg',
+    'mobilenet_v2': 'ferjax.interop.mobilenet',
+    'efficientnet_b0': 'ferjax.interop.efficientnet',
+    'efficientnet_b2': 'ferjax.interop.efficientnet',
+    'efficientnet_v2_s': 'ferjax.interop.efficientnet',
+    'maxvit_t': 'ferjax.interop.maxvit',
+    'mobilevitv2_100': 'ferjax.interop.mobilevit',
+    'clip_vit_b32': 'ferjax.interop.clip',
+}
+_REGISTRY: dict[str, 'ArchMap'] = {}
+
+
+class ConversionError(ValueError):
+  """A state_dict and an architecture do not fit; the message names every offending key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+  """A torch tensor -> Flax array map and its inverse."""
+  name: str
+  to_flax: Callable[[np.ndarray], np.ndarray]
+  to_torch: Callable[[np.ndarray], np.ndarray]
+
+
+SAME = Transform('same', lambda a: a, lambda a: a)
+LINEAR = Transform('linear', lambda a: a.T, lambda a: a.T)  # (out, in) <-> (in, out)
+# (out, in/groups, kh, kw) <-> (kh, kw, in/groups, out); depthwise kernels follow the same rule.
+CONV = Transform('conv', lambda a: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1))
+CONV1D = Transform('conv1d', lambda a: a.transpose(2, 1, 0), lambda a: a.transpose(2, 1, 0))
+
+# Flax leaf name -> (torch leaf name, transform) for the common layers; `kernel` picks LINEAR or
+# CONV by rank. BatchNorm statistics live in the `batch_stats` collection.
+_LEAVES = {'scale': ('weight', SAME), 'bias': ('bias', SAME), 'mean': ('running_mean', SAME),
+           'var': ('running_var', SAME), 'embedding': ('weight', SAME)}
+
+
+def default_leaf(leaf: str, ndim: int) -> tuple[str, Transform]:
+  if leaf == 'kernel':
+    return 'weight', {2: LINEAR, 3: CONV1D, 4: CONV}[ndim]
+  if leaf not in _LEAVES:
+    raise ConversionError(f'no default torch name for Flax leaf {leaf!r}')
+  return _LEAVES[leaf]
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchMap:
+  """How one architecture's Flax tree corresponds to its reference state_dict.
+
+  build: (**overrides) -> Flax module.
+  input_shape: NHWC example input for the abstract init (its size must not change the tree).
+  name: (collection, Flax path tuple, leaf shape) -> (torch key, Transform), or None for a Flax
+    leaf with no torch counterpart (an error unless listed in `flax_only`).
+  extra_torch: torch keys the reference has but Flax does not keep, with a function giving their
+    value on export (e.g. BatchNorm `num_batches_tracked`); ignored on import.
+  init_kwargs: keyword arguments of the module call used for init (e.g. train=False).
+  reference: a short description of the reference model (for messages and docs).
+  """
+  build: Callable[..., Any]
+  input_shape: Sequence[int]
+  name: Callable[[str, tuple, tuple], tuple[str, Transform]]
+  extra_torch: Callable[[Mapping[str, tuple]], dict[str, Callable[[], np.ndarray]]] = (
+      lambda keys: {})
+  init_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  reference: str = ''
+
+
+def register(arch: str, m: ArchMap) -> None:
+  _REGISTRY[arch] = m
+
+
+def archs() -> list[str]:
+  return sorted(_FAMILIES)
+
+
+def get(arch: str) -> ArchMap:
+  if arch not in _FAMILIES:
+    raise ConversionError(f'unknown architecture {arch!r}; known: {", ".join(archs())}')
+  if arch not in _REGISTRY:
+    importlib.import_module(_FAMILIES[arch])
+  return _REGISTRY[arch]
+
+
+def abstract_variables(arch: str, **overrides) -> dict:
+  """The Flax variable tree (ShapeDtypeStructs) of `arch` built with `overrides`."""
+  m = get(arch)
+  module = m.build(**overrides)
+  x = jnp.zeros(tuple(m.input_shape), jnp.float32)
+  return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x, **m.init_kwargs))
+
+
+def _leaves(tree: Mapping, prefix=()) -> dict[tuple, Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(_leaves(v, prefix + (k,)))
+    else:
+      out[prefix + (k,)] = v
+  return out
+
+
+def _nest(flat: Mapping[tuple, Any]) -> dict:
+  out: dict = {}
+  for path, v in flat.items():
+    d = out
+    for k in path[:-1]:
+      d = d.setdefault(k, {})
+    d[path[-1]] = v
+  return out
+
+
+def _names(arch: str, abstract: Mapping) -> dict[tuple, tuple[str, Transform]]:
+  m = get(arch)
+  out = {}
+  for path, leaf in _leaves(abstract).items():
+    out[path] = m.name(path[0], path[1:], tuple(leaf.shape))
+  seen: dict[str, tuple] = {}
+  for path, (key, _) in out.items():
+    if key in seen:
+      raise ConversionError(f'{arch}: Flax leaves {seen[key]} and {path} both map to {key!r}')
+    seen[key] = path
+  return out
+
+
+def to_numpy(value) -> np.ndarray:
+  """A torch tensor (any device, any dtype incl. bfloat16) or array-like -> np.ndarray."""
+  if hasattr(value, 'detach'):
+    value = value.detach().cpu()
+    if str(value.dtype) == 'torch.bfloat16':
+      value = value.float()
+    return value.numpy()
+  return np.asarray(value)
+
+
+def _short(keys, n=12) -> str:
+  keys = sorted(keys)
+  more = f' ... and {len(keys) - n} more' if len(keys) > n else ''
+  return ', '.join(keys[:n]) + more
+
+
+def from_torch(arch: str, state_dict: Mapping[str, Any], ignore: Sequence[str] = (),
+               **overrides) -> dict:
+  """A reference state_dict -> ferjax variables ({'params': ..., 'batch_stats': ...}).
+
+  `ignore`: torch key prefixes to drop on purpose (e.g. ('fc.',) to keep only a backbone).
+  Any other key without a Flax counterpart, any missing key and any shape mismatch is an error.
+  """
+  m = get(arch)
+  sd = {k: v for k, v in state_dict.items() if not any(k.startswith(p) for p in ignore)}
+  abstract = abstract_variables(arch, **overrides)
+  names = _names(arch, abstract)
+  wanted = {key for key, _ in names.values()}
+  extra = set(m.extra_torch(sd))
+  missing = sorted(k for k in wanted if k not in sd)
+  unexpected = sorted(k for k in sd if k not in wanted and k not in extra)
+  flat_abs = _leaves(abstract)
+  flat, bad_shape = {}, []
+  for path, (key, tf) in names.items():
+    if key not in sd:
+      continue
+    a = tf.to_flax(to_numpy(sd[key]))
+    want = tuple(flat_abs[path].shape)
+    if tuple(a.shape) != want:
+      bad_shape.append(f'{key}: torch {tuple(to_numpy(sd[key]).shape)} -> {tuple(a.shape)}, '
+                       f'ferjax {"/".join(path)} expects {want}')
+      continue
+    flat[path] = np.ascontiguousarray(a, dtype=flat_abs[path].dtype)
+  if missing or unexpected or bad_shape:
+    msg = [f'state_dict does not fit {arch} ({m.reference}) with overrides {overrides or {}}:']
+    if missing:
+      msg.append(f'  missing keys ({len(missing)}): {_short(missing)}')
+    if unexpected:
+      msg.append(f'  unexpected keys ({len(unexpected)}): {_short(unexpected)}'
+                 + ('  (pass ignore=(prefix,...) to drop them on purpose)'))
+    if bad_shape:
+      msg.append(f'  shape mismatches ({len(bad_shape)}):\n    ' + '\n    '.join(bad_shape[:12]))
+    raise ConversionError('\n'.join(msg))
+  return _nest(flat)
+
+
+def to_numpy_state_dict(arch: str, variables: Mapping, **overrides) -> dict[str, np.ndarray]:
+  """ferjax variables -> {torch key: np.ndarray}, strict about the tree's keys and shapes."""
+  m = get(arch)
+  abstract = abstract_variables(arch, **overrides)
+  names = _names(arch, abstract)
+  flat_abs, flat = _leaves(abstract), _leaves(variables)
+  missing = sorted('/'.join(p) for p in names if p not in flat)
+  unexpected = sorted('/'.join(p) for p in flat if p not in names)
+  bad = sorted(f'{"/".join(p)}: {tuple(np.shape(flat[p]))}, expected {tuple(flat_abs[p].shape)}'
+               for p in names if p in flat and tuple(np.shape(flat[p])) != tuple(flat_abs[p].shape))
+  if missing or unexpected or bad:
+    msg = [f'variables do not fit {arch} with overrides {overrides or {}}:']
+    for what, keys in (('missing', missing), ('unexpected', unexpected), ('mis-shaped', bad)):
+      if keys:
+        msg.append(f'  {what} ({len(keys)}): {_short(keys)}')
+    raise ConversionError('\n'.join(msg))
+  out = {}
+  for path, (key, tf) in names.items():
+    out[key] = np.ascontiguousarray(tf.to_torch(np.asarray(jax.device_get(flat[path]),
+                                                           np.float32)))
+  for key, make in m.extra_torch(out).items():
+    out[key] = make()
+  return out
+
+
+def to_torch(arch: str, variables: Mapping, **overrides) -> dict:
+  """ferjax variables -> a PyTorch state_dict (needs torch) for the reference model."""
+  import torch
+  return {k: torch.from_numpy(v.copy()) for k, v in
+          to_numpy_state_dict(arch, variables, **overrides).items()}
+
+
+def bn_tracked(keys: Mapping[str, Any]) -> dict[str, Callable[[], np.ndarray]]:
+  """`num_batches_tracked` for every BatchNorm (a key ending in running_mean) of a state_dict.
+
+  ferjax does not count batches (momentum is fixed), so the exported count is 0.
+  """
+  return {k[:-len('running_mean')] + 'num_batches_tracked': (lambda: np.array(0, np.int64))
+          for k in keys if k.endswith('running_mean')}
+
+
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads a state_dict from .safetensors, or .pt/.pth/.bin with torch.load(weights_only=True).
+
+  A checkpoint that wraps its state_dict ({'state_dict': ...} or {'model': ...}) is unwrapped,
+  and a DataParallel 'module.' prefix is removed. Arbitrary pickles are never executed.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'no such checkpoint file: {path}')
+  if path.endswith('.safetensors'):
+    from safetensors.numpy import load_file
+    try:
+      return load_file(path)
+    except Exception:  # bfloat16 tensors: let torch read them
+      from safetensors.torch import load_file as load_torch
+      return {k: to_numpy(v) for k, v in load_torch(path).items()}
+  import torch
+  try:
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:
+    raise ConversionError(f'{path}: not a weights-only PyTorch checkpoint ({e}); ferjax never '
+                          'unpickles arbitrary objects') from e
+  for key in ('state_dict', 'model', 'model_state_dict', 'net'):
+    if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+      obj = obj[key]
+      break
+  if not isinstance(obj, Mapping):
+    raise ConversionError(f'{path}: holds a {type(obj).__name__}, not a state_dict')
+  sd = {k: to_numpy(v) for k, v in obj.items() if hasattr(v, 'shape')}
+  if sd and all(k.startswith('module.') for k in sd):
+    sd = {k[len('module.'):]: v for k, v in sd.items()}
+  return sd

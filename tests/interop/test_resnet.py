@@ -1,0 +1,72 @@
+"""ResNet-18/50 parity with torchvision in both directions, and strict-load errors."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+torchvision = pytest.importorskip('torchvision')
+
+from ferjax.interop import torch as it  # noqa: E402
+from tests.interop.parity import check_roundtrip  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def x():
+  return np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+
+
+def test_resnet18_parity_both_ways(x):
+  check_roundtrip('resnet18', lambda: torchvision.models.resnet18(num_classes=10), x,
+                  dict(num_classes=10), atol=2e-4)
+
+
+def test_resnet50_backbone_parity_dropping_head(x):
+  # The usual use: an ImageNet checkpoint whose fc is dropped on purpose.
+  ref = torchvision.models.resnet50(num_classes=7).eval()
+  ref.fc = torch.nn.Identity()
+  sd = torchvision.models.resnet50(num_classes=7).state_dict()
+  ref.load_state_dict({k: v for k, v in sd.items() if not k.startswith('fc.')})
+  variables = it.from_torch('resnet50', sd, ignore=('fc.',))
+  module = it.get('resnet50').build()
+  got = np.asarray(module.apply(variables, x))
+  with torch.no_grad():
+    want = ref(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  np.testing.assert_allclose(got, want, atol=2e-4, rtol=1e-4)
+
+
+def test_head_not_silently_dropped():
+  sd = torchvision.models.resnet18(num_classes=3).state_dict()
+  with pytest.raises(it.ConversionError, match=r'unexpected keys \(2\): fc.bias, fc.weight'):
+    it.from_torch('resnet18', sd)
+
+
+def test_missing_and_misshaped_keys_are_named():
+  sd = torchvision.models.resnet18(num_classes=3).state_dict()
+  del sd['layer2.0.downsample.1.running_var']
+  sd['layer3.1.conv2.weight'] = sd['layer3.1.conv2.weight'][:, :5]
+  with pytest.raises(it.ConversionError) as e:
+    it.from_torch('resnet18', sd, num_classes=3)
+  msg = str(e.value)
+  assert 'missing keys (1): layer2.0.downsample.1.running_var' in msg
+  assert 'layer3.1.conv2.weight: torch (256, 5, 3, 3)' in msg
+
+
+def test_checkpoint_of_another_architecture():
+  sd = torchvision.models.resnet50(num_classes=3).state_dict()
+  with pytest.raises(it.ConversionError, match='does not fit resnet18'):
+    it.from_torch('resnet18', sd, num_classes=3)
+
+
+def test_load_state_dict_formats(tmp_path):
+  from safetensors.torch import save_file
+  sd = torchvision.models.resnet18(num_classes=3).state_dict()
+  save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / 'w.safetensors'))
+  torch.save({'state_dict': {'module.' + k: v for k, v in sd.items()}}, tmp_path / 'w.pth')
+  a = it.load_state_dict(str(tmp_path / 'w.safetensors'))
+  b = it.load_state_dict(str(tmp_path / 'w.pth'))
+  assert sorted(a) == sorted(b) == sorted(sd)
+  np.testing.assert_array_equal(a['fc.weight'], b['fc.weight'])
+  torch.save({'model': torch.nn.Linear(2, 2)}, tmp_path / 'pickled.pth')
+  with pytest.raises(it.ConversionError, match='weights-only'):
+    it.load_state_dict(str(tmp_path / 'pickled.pth'))
+  with pytest.raises(FileNotFoundError, match='no such checkpoint'):
+    it.load_state_dict(str(tmp_path / 'nope.pt'))
