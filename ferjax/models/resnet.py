@@ -74,18 +74,21 @@ class ResNet(nn.Module):
   """Returns pooled features (B, C_last); `return_maps` also gives each stage's map.
 
   num_classes > 0 adds torchvision's `fc` layer and returns its logits instead of the features
-  (the ImageNet checkpoints carry it).
+  (the ImageNet checkpoints carry it). bn_frozen=True keeps BatchNorm on its running statistics
+  even when train=True (a frozen backbone); PyTorch's reference code often leaves frozen nets in
+  train() mode, where the statistics keep updating: that is bn_frozen=False.
   """
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   block: str = 'basic'
   width: int = 64
   bn_momentum: float = 0.9
   num_classes: int = 0
+  bn_frozen: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_maps: bool = False):
-    norm = _Norm(train, self.bn_momentum, self.dtype)
+    norm = _Norm(train and not self.bn_frozen, self.bn_momentum, self.dtype)
     block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
     x = x.astype(self.dtype)
     x = _conv(self.width, 7, 2, 'conv1', self.dtype)(x)                   # (B, H/2, W/2, w)
