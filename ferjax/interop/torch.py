@@ -113,8 +113,26 @@ def get(arch: str) -> ArchMap:
   return _REGISTRY[arch]
 
 
+_ABSTRACT_CACHE: dict = {}
+
+
 def abstract_variables(arch: str, **overrides) -> dict:
-  """The Flax variable tree (ShapeDtypeStructs) of `arch` built with `overrides`."""
+  """The Flax variable tree (ShapeDtypeStructs) of `arch` built with `overrides` (cached: tracing
+  a deep model costs seconds, and a conversion needs it in both directions)."""
+  try:
+    key = (arch, tuple(sorted(overrides.items())))
+    hash(key)
+  except TypeError:   # an unhashable override (a list): trace every time
+    key = None
+  if key is not None and key in _ABSTRACT_CACHE:
+    return _ABSTRACT_CACHE[key]
+  tree = _abstract_variables(arch, **overrides)
+  if key is not None:
+    _ABSTRACT_CACHE[key] = tree
+  return tree
+
+
+def _abstract_variables(arch: str, **overrides) -> dict:
   m = get(arch)
   module = m.build(**overrides)
   x = jnp.zeros(tuple(m.input_shape), jnp.float32)
