@@ -81,9 +81,15 @@ VA_DIRECTIONS = np.array([[r * math.cos(math.radians(a)), r * math.sin(math.radi
 # Sampling
 # ---------------------------------------------------------------------------------------------
 # Pose ranges per domain: yaw, pitch, roll (radians, +-), zoom (lo, hi), shift (+- fraction).
-_POSE = {'lab': (0.0, 0.0, 0.0, 0.96, 1.02, 0.0), 'wild': (0.6, 0.3, 0.35, 0.78, 1.05, 0.07),
-         'cartoon': (0.15, 0.1, 0.12, 0.9, 1.0, 0.03), 'lowq': (0.4, 0.2, 0.2, 0.82, 1.04, 0.05),
-         'occluded': (0.3, 0.15, 0.15, 0.88, 1.02, 0.04)}
+# Zoom 1 shows the head and shoulders; the FER datasets crop to the face (RAF-DB aligned,
+# FER2013, AffectNet boxes), hence zooms > 1 (at 1.3 the face spans about 80% of the width).
+_POSE = {'lab': (0.0, 0.0, 0.0, 1.25, 1.32, 0.0), 'wild': (0.6, 0.3, 0.35, 1.0, 1.3, 0.05),
+         'cartoon': (0.15, 0.1, 0.12, 1.1, 1.2, 0.03), 'lowq': (0.4, 0.2, 0.2, 1.05, 1.28, 0.04),
+         'occluded': (0.3, 0.15, 0.15, 1.12, 1.26, 0.03)}
+# Expression intensity range and share of two-expression blends per domain: lab and cartoon
+# faces are posed at the apex (as CK+ and FERG), the others spontaneous and often mixed.
+_EXPRESSION = {'lab': (0.5, 1.0, 0.1), 'wild': (0.3, 1.0, 0.25), 'cartoon': (0.5, 1.0, 0.1),
+               'lowq': (0.3, 1.0, 0.2), 'occluded': (0.3, 1.0, 0.2)}
 _HAIR = ((0.08, 0.06, 0.05), (0.25, 0.15, 0.08), (0.45, 0.3, 0.15), (0.8, 0.65, 0.35),
          (0.6, 0.25, 0.1), (0.6, 0.6, 0.6))
 _CARTOON_SKIN = ((1.0, 0.82, 0.62), (0.98, 0.68, 0.45), (0.72, 0.45, 0.28), (1.0, 0.88, 0.78),
@@ -182,8 +188,9 @@ def sample_params(rng: np.random.Generator, domain: str, label: int | None = Non
     label = int(u[0] * NUM_CLASSES)
   if not 0 <= label < NUM_CLASSES:
     raise ValueError(f'label {label} outside 0..{NUM_CLASSES - 1}')
-  inten = 0.25 + 0.75 * float(u[1]) if intensity is None else float(intensity)
-  is_blend = u[2] < 0.25 if blend is None else bool(blend)
+  lo, hi, p_blend = _EXPRESSION[domain]
+  inten = lo + (hi - lo) * float(u[1]) if intensity is None else float(intensity)
+  is_blend = u[2] < p_blend if blend is None else bool(blend)
   secondary, weight = -1, 1.0
   if label == 0:
     inten, is_blend = 0.0, False

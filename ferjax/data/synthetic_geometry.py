@@ -301,7 +301,7 @@ assert len(LANDMARK_ROWS) == 68
 def _coefs(p: FaceParams, cartoon: bool) -> tuple[np.ndarray, dict]:
   """Per-face template coefficients (pure Python scalars) and wrinkle/mouth drawing info."""
   br_up, br_low, br_in, widen, tense, c_up, c_down, jaw, stretch, wrinkle, ulip, press, asym = (
-      p.actions.tolist())
+      (p.actions * ACTION_GAIN).tolist())
   (fw, flen, jsq, taper, _, _, _, ecx, ye, es, bgap, bth, nlen, mw, ym, lth, hstyle) = (
       p.identity[:17].tolist())
   pos = lambda z: z if z > 0.0 else 0.0
@@ -363,6 +363,8 @@ def _coefs(p: FaceParams, cartoon: bool) -> tuple[np.ndarray, dict]:
 
 
 VIEW_SPAN = 3.3   # canonical units across the image at zoom 1
+import os
+ACTION_GAIN = float(os.environ.get('GAIN', '1.0'))
 
 
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:

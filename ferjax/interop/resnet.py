@@ -1,4 +1,8 @@
-"""ResNet-18/34/50 <-> torchvision `resnet18/34/50` state_dicts.
+"""ResNet-18/34/50 <-> torchvision `resnet18/34/50` state_dicts (and the VGGFace2 caffe ResNet-50,
+whose pickle uses the same key names).
+
+The MS-Celeb ResNet-18 of DAN/CAFE (`resnet18_msceleb.pth`, {'state_dict': ...}) loads as
+resnet18 with ignore=('fc.',) (its fc classifies identities).
 
 The Flax module names already follow torchvision (see ferjax.models.resnet); only the block
 index separator (`layer1_0` -> `layer1.0`) and the downsample pair (`downsample_conv` ->
@@ -26,8 +30,11 @@ def _name(collection, path, shape):
   return '.'.join(out + [tname]), tf
 
 
-for _arch, _build in (('resnet18', resnet.resnet18), ('resnet34', resnet.resnet34),
-                      ('resnet50', resnet.resnet50)):
+for _arch, _build, _ref in (
+    ('resnet18', resnet.resnet18, 'torchvision.models.resnet18'),
+    ('resnet34', resnet.resnet34, 'torchvision.models.resnet34'),
+    ('resnet50', resnet.resnet50, 'torchvision.models.resnet50'),
+    ('resnet50_vggface2', resnet.resnet50_vggface2,
+     'VGGFace2 caffe ResNet-50 (stride in 1x1, ceil-mode max-pool), torchvision key names')):
   it.register(_arch, it.ArchMap(build=_build, input_shape=(1, 32, 32, 3), name=_name,
-                                extra_torch=it.bn_tracked,
-                                reference=f'torchvision.models.{_arch}'))
+                                extra_torch=it.bn_tracked, reference=_ref))

@@ -27,6 +27,7 @@ _FAMILIES = {
     'resnet18': 'ferjax.interop.resnet',
     'resnet34': 'ferjax.interop.resnet',
     'resnet50': 'ferjax.interop.resnet',
+    'resnet50_vggface2': 'ferjax.interop.resnet',
     'ir50': 'ferjax.interop.irse',
     'mobilefacenet': 'ferjax.interop.mobilefacenet',
     'vgg13': 'ferjax.interop.vgg',
@@ -273,7 +274,9 @@ def bn_tracked(keys: Mapping[str, Any]) -> dict[str, Callable[[], np.ndarray]]:
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Reads a state_dict from .safetensors, or .pt/.pth/.bin with torch.load(weights_only=True).
+  """Reads a state_dict from .safetensors, or .pt/.pth/.bin with torch.load(weights_only=True),
+  or a .pkl of numpy arrays (the caffe-converted VGGFace2 weights) through an unpickler that
+  admits only numpy arrays.
 
   A checkpoint that wraps its state_dict ({'state_dict': ...} or {'model': ...}) is unwrapped,
   and a DataParallel 'module.' prefix is removed. Arbitrary pickles are never executed.
@@ -287,6 +290,8 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
     except Exception:  # bfloat16 tensors: let torch read them
       from safetensors.torch import load_file as load_torch
       return {k: to_numpy(v) for k, v in load_torch(path).items()}
+  if path.endswith('.pkl'):
+    return _load_numpy_pickle(path)
   import torch
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
@@ -303,3 +308,28 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   if sd and all(k.startswith('module.') for k in sd):
     sd = {k[len('module.'):]: v for k, v in sd.items()}
   return sd
+
+
+# The only globals a pickled {name: np.ndarray} needs; anything else (os.system, ...) is refused.
+_NUMPY_PICKLE_OK = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray',
+                    '_reconstruct'), ('numpy', 'ndarray'), ('numpy', 'dtype'),
+                    ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
+                    ('collections', 'OrderedDict'), ('_codecs', 'encode')}  # py2-era bytes
+
+
+def _load_numpy_pickle(path: str) -> dict[str, np.ndarray]:
+  import pickle
+
+  class _Restricted(pickle.Unpickler):
+
+    def find_class(self, module, name):
+      if (module, name) not in _NUMPY_PICKLE_OK:
+        raise ConversionError(f'{path}: the pickle asks for {module}.{name}; only numpy '
+                              'arrays are accepted (ferjax never runs arbitrary pickles)')
+      return super().find_class(module, name)
+
+  with open(path, 'rb') as f:
+    obj = _Restricted(f, encoding='latin1').load()   # latin1: pickles written by Python 2
+  if not isinstance(obj, Mapping):
+    raise ConversionError(f'{path}: holds a {type(obj).__name__}, not a {{name: array}} dict')
+  return {k: np.asarray(v) for k, v in obj.items()}

@@ -9,6 +9,7 @@ _ARCHS = {
     'resnet18': ('resnet', 'resnet18'),
     'resnet34': ('resnet', 'resnet34'),
     'resnet50': ('resnet', 'resnet50'),
+    'resnet50_vggface2': ('resnet', 'resnet50_vggface2'),
     'ir50': ('irse', 'ir50'),
     'mobilefacenet': ('mobilefacenet', 'mobilefacenet'),
     'vgg13': ('vgg', 'vgg13'),

@@ -57,12 +57,14 @@ class Bottleneck(nn.Module):
   stride: int
   norm: Any
   dtype: Any
+  stride_in_1x1: bool = False  # caffe-converted nets (VGGFace2) stride the first 1x1
 
   @nn.compact
   def __call__(self, x):
-    y = nn.relu(self.norm('bn1')(_conv(self.features, 1, 1, 'conv1', self.dtype)(x)))
+    s1, s3 = (self.stride, 1) if self.stride_in_1x1 else (1, self.stride)
+    y = nn.relu(self.norm('bn1')(_conv(self.features, 1, s1, 'conv1', self.dtype)(x)))
     # torchvision (v1.5) strides the 3x3 convolution, not the first 1x1.
-    y = nn.relu(self.norm('bn2')(_conv(self.features, 3, self.stride, 'conv2', self.dtype)(y)))
+    y = nn.relu(self.norm('bn2')(_conv(self.features, 3, s3, 'conv2', self.dtype)(y)))
     y = self.norm('bn3')(_conv(self.features * 4, 1, 1, 'conv3', self.dtype)(y))
     if x.shape[-1] != self.features * 4 or self.stride != 1:
       x = _conv(self.features * 4, 1, self.stride, 'downsample_conv', self.dtype)(x)
@@ -84,6 +86,9 @@ class ResNet(nn.Module):
   bn_momentum: float = 0.9
   num_classes: int = 0
   bn_frozen: bool = False
+  # The caffe-converted VGGFace2 ResNet-50 (the multi-task paper's backbone): strides in the
+  # first 1x1 of each bottleneck and max-pools with ceil_mode=True and no padding.
+  caffe: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -93,12 +98,18 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     x = _conv(self.width, 7, 2, 'conv1', self.dtype)(x)                   # (B, H/2, W/2, w)
     x = nn.relu(norm('bn1')(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # (B, H/4, W/4, w)
+    if self.caffe:   # ceil_mode: extend the right/bottom edge so the last window fits
+      pad = [(0, (-(-(n - 3) // 2)) * 2 + 3 - n) for n in x.shape[1:3]]
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pad)
+    else:
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # (B, H/4, W/4, w)
+    extra = {'stride_in_1x1': True} if self.caffe and self.block == 'bottleneck' else {}
     maps = []
     for i, n in enumerate(self.stage_sizes):
       for j in range(n):
         stride = 2 if i > 0 and j == 0 else 1
-        x = block(self.width * 2**i, stride, norm, self.dtype, name=f'layer{i + 1}_{j}')(x)
+        x = block(self.width * 2**i, stride, norm, self.dtype, name=f'layer{i + 1}_{j}',
+                  **extra)(x)
       maps.append(x)
     feats = jnp.mean(x, axis=(1, 2))                                       # (B, C_last)
     if self.num_classes:
@@ -116,3 +127,8 @@ def resnet34(**kw):
 
 def resnet50(**kw):
   return ResNet(stage_sizes=kw.pop('stage_sizes', (3, 4, 6, 3)), block='bottleneck', **kw)
+
+
+def resnet50_vggface2(**kw):
+  """The caffe-converted VGGFace2 ResNet-50 (`resnet50_ft_weight.pkl`, 8631 identities)."""
+  return resnet50(caffe=True, **kw)

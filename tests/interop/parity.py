@@ -46,14 +46,14 @@ def flax_out(arch, variables, x_nhwc, overrides, **call_kw):
 
 
 def check_roundtrip(arch, make_torch, x_nhwc, overrides=None, atol=1e-4, ignore=(),
-                    seed=0):
+                    seed=0, rtol=0.0):
   overrides = overrides or {}
   torch.manual_seed(seed)
   ref = randomize_bn(make_torch().eval(), seed)
   want = torch_out(ref, x_nhwc)
   variables = it.from_torch(arch, ref.state_dict(), ignore=ignore, **overrides)
   got = flax_out(arch, variables, x_nhwc, overrides)
-  np.testing.assert_allclose(got, want, atol=atol, rtol=0)
+  np.testing.assert_allclose(got, want, atol=atol, rtol=rtol)
   back = make_torch().eval()
   back.load_state_dict(it.to_torch(arch, variables, **overrides), strict=True)
   np.testing.assert_allclose(torch_out(back, x_nhwc), want, atol=1e-6, rtol=0)

@@ -70,3 +70,38 @@ def test_load_state_dict_formats(tmp_path):
     it.load_state_dict(str(tmp_path / 'pickled.pth'))
   with pytest.raises(FileNotFoundError, match='no such checkpoint'):
     it.load_state_dict(str(tmp_path / 'nope.pt'))
+
+
+def _caffe_resnet50(num_classes):
+  """torchvision's ResNet-50 rewired as the caffe-converted VGGFace2 net (same key names)."""
+  m = torchvision.models.resnet50(num_classes=num_classes)
+  m.maxpool = torch.nn.MaxPool2d(3, 2, 0, ceil_mode=True)
+  for layer in (m.layer2, m.layer3, m.layer4):
+    layer[0].conv1.stride, layer[0].conv2.stride = (2, 2), (1, 1)
+  return m
+
+
+@pytest.mark.parametrize('size', [64, 72])   # 72: the ceil-mode pool keeps a partial window
+def test_vggface2_caffe_resnet50_parity(size):
+  x = np.random.default_rng(1).normal(size=(1, size, size, 3)).astype(np.float32)
+  # Random BN statistics make these logits ~150: float32 rounding is ~1e-6 relative.
+  check_roundtrip('resnet50_vggface2', lambda: _caffe_resnet50(6), x, dict(num_classes=6),
+                  atol=2e-4, rtol=1e-5)
+
+
+def test_numpy_pickle_loads_and_code_pickles_are_refused(tmp_path):
+  import pickle
+  sd = {k: v.numpy() for k, v in torchvision.models.resnet18(num_classes=3).state_dict().items()}
+  with open(tmp_path / 'w.pkl', 'wb') as f:
+    pickle.dump(sd, f, protocol=2)
+  got = it.load_state_dict(str(tmp_path / 'w.pkl'))
+  np.testing.assert_array_equal(got['layer1.0.conv1.weight'], sd['layer1.0.conv1.weight'])
+
+  class Evil:
+    def __reduce__(self):
+      return (print, ('pwned',))
+
+  with open(tmp_path / 'evil.pkl', 'wb') as f:
+    pickle.dump({'x': Evil()}, f)
+  with pytest.raises(it.ConversionError, match='builtins.print'):
+    it.load_state_dict(str(tmp_path / 'evil.pkl'))
