@@ -105,3 +105,12 @@ def test_numpy_pickle_loads_and_code_pickles_are_refused(tmp_path):
     pickle.dump({'x': Evil()}, f)
   with pytest.raises(it.ConversionError, match='builtins.print'):
     it.load_state_dict(str(tmp_path / 'evil.pkl'))
+
+
+@pytest.mark.parametrize('arch', ['resnet18', 'resnet34', 'resnet50'])
+def test_full_size_param_counts_equal_torchvision(arch):
+  import jax
+  tree = it.abstract_variables(arch, num_classes=1000)
+  n = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(tree['params']))
+  ref = getattr(torchvision.models, arch)()
+  assert n == sum(p.numel() for p in ref.parameters())
