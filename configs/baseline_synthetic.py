@@ -2,7 +2,8 @@
 
 Launch (full size, for an accelerator):
   python -m ferjax.train --config configs/baseline_synthetic.py --workdir runs/baseline
-The README demo (2 CPU cores, a few minutes): a ResNet-18 at a quarter of its width on 64 px:
+The README demo (2 CPU cores, a few minutes): a ResNet-18 at a quarter of its width on 64 px,
+trained on the `lab` domain:
   python -m ferjax.train --config configs/baseline_synthetic.py:cpu --workdir runs/demo
 Arguments (`FILE:k=v,...`): cpu, smoke, domain=<lab|wild|cartoon|lowq|occluded>, epochs=N.
 Every synthetic domain's test split is evaluated, so the table shows the domain gap.
@@ -11,7 +12,10 @@ from ferjax import config as fc
 
 
 def get_config(arg=None):
-  a = fc.parse_arg(arg, dict(cpu=False, smoke=False, domain='wild', epochs=None))
+  a = fc.parse_arg(arg, dict(cpu=False, smoke=False, domain='', epochs=None))
+  # The CPU demo trains on the posed `lab` domain (CK+-like), which a quarter-width ResNet-18
+  # learns to >= 80% in minutes; the full config trains on `wild` (RAF-DB-like).
+  a['domain'] = a['domain'] or ('lab' if a['cpu'] else 'wild')
   if a['domain'] not in fc.SYNTHETIC_DOMAINS:
     raise ValueError(f"domain={a['domain']!r}; the synthetic domains are {fc.SYNTHETIC_DOMAINS}")
   c = fc.base_config()

@@ -42,3 +42,15 @@ def test_full_resnet18_matches_torchvision_parameter_count():
 def test_unknown_config_file_is_a_clear_error():
   with pytest.raises(FileNotFoundError, match='does not exist'):
     config_lib.load('configs/nope.py')
+
+
+@pytest.mark.parametrize('backbone,dim', [('mobilenet_v2', 1280), ('ir50', 512),
+                                          ('maxvit_t', 512)])
+def test_baseline_takes_any_registered_backbone(backbone, dim):
+  cfg = config_lib.load(os.path.join(REPO, 'configs', 'baseline_synthetic.py'))
+  with cfg.unlocked():
+    cfg.model.backbone = backbone
+    cfg.data.image_size = 112 if backbone == 'ir50' else 224
+  method = methods.build(cfg)
+  shapes = jax.eval_shape(lambda: method.model.init(jax.random.key(0), dummy_input(cfg)))
+  assert shapes['params']['fc']['kernel'].shape == (dim, cfg.model.num_classes)

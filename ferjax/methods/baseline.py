@@ -17,7 +17,10 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, image, train: bool = False):
-    emb = self.backbone(image, train=train).astype(jnp.float32)           # (B, C)
+    emb = self.backbone(image, train=train)
+    if isinstance(emb, dict):             # face backbones return named maps + an embedding
+      emb = emb['embedding']
+    emb = emb.astype(jnp.float32)                                          # (B, C)
     h = nn.Dropout(self.dropout, deterministic=not train)(emb)
     logits = nn.Dense(self.num_classes, name='fc')(h)                     # (B, K)
     out = {'embedding': emb, 'logits': logits, 'probs': jax.nn.softmax(logits)}
@@ -28,8 +31,10 @@ class Classifier(nn.Module):
 
 def build(cfg) -> Method:
   m = cfg.model
-  backbone = models.build(m.backbone, width=m.width, stage_sizes=tuple(m.stage_sizes),
-                          bn_momentum=m.bn_momentum, dtype=jnp.dtype(m.dtype))
+  kw = {'dtype': jnp.dtype(m.dtype)}
+  if m.backbone.startswith('resnet'):   # width/depth knobs exist for the ResNet family only
+    kw.update(width=m.width, stage_sizes=tuple(m.stage_sizes), bn_momentum=m.bn_momentum)
+  backbone = models.build(m.backbone, **kw)
   model = Classifier(backbone, m.num_classes, m.va_head, m.dropout)
   target, smoothing, va_weight = cfg.loss.target, cfg.loss.label_smoothing, cfg.loss.va_weight
   if target not in ('hard', 'soft'):
