@@ -17,6 +17,17 @@ SPACES = {
 }
 
 
+# Multi-label category spaces (not subsets of CANONICAL): EMOTIC's 26 categories in the order of
+# its annotations and papers.
+MULTILABEL_SPACES = {
+    'emotic26': ('affection', 'anger', 'annoyance', 'anticipation', 'aversion', 'confidence',
+                 'disapproval', 'disconnection', 'disquietment', 'doubt_confusion',
+                 'embarrassment', 'engagement', 'esteem', 'excitement', 'fatigue', 'fear',
+                 'happiness', 'pain', 'peace', 'pleasure', 'sadness', 'sensitivity', 'suffering',
+                 'surprise', 'sympathy', 'yearning'),
+}
+
+
 def class_names(space: str | int) -> tuple[str, ...]:
   """Names of a class space given by name or by size (8 -> affectnet8, 7 -> affectnet7)."""
   if isinstance(space, int):
