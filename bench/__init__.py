@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of ferjax against the PyTorch reference implementations."""
