@@ -22,10 +22,24 @@ from ferjax import sharding, steps as steps_lib
 from ferjax.data import pipeline
 
 
+def _tuples(tree):
+  """JSON turns tuples into lists; configs hold tuples."""
+  if isinstance(tree, (dict, ml_collections.ConfigDict)):
+    return {k: _tuples(v) for k, v in tree.items()}
+  return tuple(_tuples(v) for v in tree) if isinstance(tree, list) else tree
+
+
 def reconcile_config(saved: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A config restored from JSON, laid over the current schema (lists back to tuples, keys
-  added since the checkpoint was written get their defaults) and locked."""
+  added since the checkpoint was written get their defaults) and locked.
+
+  A method's own options live in a top-level section named after it (`cfg.cage.alpha`); that
+  section is taken as saved, since the base schema does not know it.
+  """
   base = config_lib.base_config()
+  method = saved.get('method', base.method)
+  if method in saved and method not in base:
+    base[method] = ml_collections.ConfigDict(_tuples(saved[method]))
 
   def merge(dst, src, path=''):
     for k, v in src.items():

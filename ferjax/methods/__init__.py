@@ -24,10 +24,18 @@ class Method:
   class_names: tuple[str, ...]
 
 
+# Method name -> module with `build(cfg) -> Method`; imported lazily (each pulls its own
+# models). A method's own options live in the config section named after it (cfg.cage, ...).
+REGISTRY = {
+    'baseline': 'ferjax.methods.baseline',
+    'cafe': 'ferjax.methods.cafe',
+    'cage': 'ferjax.methods.cage',
+}
+
+
 def build(cfg) -> Method:
   """Builds the method named by `cfg.method` from the whole config."""
-  from ferjax.methods import baseline  # imported lazily: each method pulls its own models
-  registry = {'baseline': baseline.build}
-  if cfg.method not in registry:
-    raise ValueError(f'unknown method {cfg.method!r}; known: {sorted(registry)}')
-  return registry[cfg.method](cfg)
+  import importlib
+  if cfg.method not in REGISTRY:
+    raise ValueError(f'unknown method {cfg.method!r}; known: {sorted(REGISTRY)}')
+  return importlib.import_module(REGISTRY[cfg.method]).build(cfg)

@@ -1,0 +1,115 @@
+"""Prepares a dataset from its raw files into a TFDS ArrayRecord dataset.
+
+  python -m ferjax.data.prepare --dataset rafdb --manual_dir /raw/RAF-DB --data_dir /data/tfds \
+      [--option crop_box=True] [--option k=v ...] [--splits train,test] [--overwrite]
+
+The raw files are read by the dataset's reader (ferjax.data.readers) and written by the generic
+builder (ferjax.data.tfds_builder) to DATA_DIR/NAME/VERSION. Training and evaluation then read
+it as the spec 'NAME:SPLIT@DATA_DIR' (or 'NAME:SPLIT' with $FERJAX_DATA_DIR=DATA_DIR).
+--data_dir defaults to $FERJAX_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets.
+
+Options are k=v (values parsed as Python literals when they are, else strings): crop_box and
+crop_margin are the builder's (see tfds_builder); every other option goes to the reader's
+examples(). A dataset that is already prepared is kept (the counts are printed) unless
+--overwrite is given: change options only together with --overwrite or another --data_dir.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+import tempfile
+
+from ferjax.data import readers, tfds_builder
+
+
+def parse_options(items) -> dict:
+  """['crop_box=True', 'mode=aligned'] -> {'crop_box': True, 'mode': 'aligned'}."""
+  out = {}
+  for item in items or ():
+    key, eq, value = item.partition('=')
+    if not eq or not key.strip():
+      raise ValueError(f'--option {item!r}: expected key=value')
+    try:
+      out[key.strip()] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key.strip()] = value
+  return out
+
+
+def check_manual_dir(name: str, manual_dir: str) -> None:
+  """Fails early, saying which layout the reader expects, when manual_dir is not usable."""
+  _, info = tfds_builder.load_reader(name)
+  layout = info.layout or f'see the docstring of {readers.READERS[name]}'
+  if not os.path.isdir(manual_dir):
+    raise FileNotFoundError(f'manual_dir {manual_dir!r} does not exist or is not a folder; '
+                            f'{name} expects there: {layout}')
+  if not os.listdir(manual_dir):
+    raise FileNotFoundError(f'manual_dir {manual_dir!r} is empty; {name} expects there: {layout}')
+
+
+def prepare(name: str, manual_dir: str, data_dir: str | None = None, options: dict | None = None,
+            splits=None, overwrite: bool = False, progress: bool = True) -> dict[str, int]:
+  """Prepares `name` into data_dir; returns the number of examples per split."""
+  import tensorflow_datasets as tfds
+  manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
+  data_dir = os.path.abspath(os.path.expanduser(data_dir or tfds_builder.default_data_dir()))
+  check_manual_dir(name, manual_dir)
+  builder_cls = tfds_builder.builder_class(name, manual_dir, options, splits=splits,
+                                           progress=progress)
+  # ferjax.runtime.progress draws the bars (one per split, counted in images); TFDS's own ones
+  # would interleave with them.
+  tfds.disable_progress_bar()
+  builder = builder_cls(data_dir=data_dir, file_format=tfds_builder.FILE_FORMAT)
+  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
+          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  # Nothing is downloaded; a throw-away download_dir keeps TFDS from leaving an empty
+  # DATA_DIR/downloads behind.
+  with tempfile.TemporaryDirectory(prefix='ferjax_prepare_') as tmp:
+    builder.download_and_prepare(
+        download_dir=tmp,
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode))
+  return {split: builder.info.splits[split].num_examples for split in builder.info.splits}
+
+
+def format_counts(name: str, data_dir: str, counts: dict[str, int]) -> str:
+  width = max(len('split'), *(len(s) for s in counts))
+  lines = [f'{name} {tfds_builder.VERSION} in {os.path.join(data_dir, name)}',
+           f'  {"split":<{width}}  {"examples":>9}']
+  lines += [f'  {split:<{width}}  {n:>9,}' for split, n in counts.items()]
+  lines.append(f'  {"total":<{width}}  {sum(counts.values()):>9,}')
+  lines.append(f"Read it with the spec '{name}:SPLIT@{data_dir}' (or '{name}:SPLIT' with "
+               f'FERJAX_DATA_DIR={data_dir}).')
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog='python -m ferjax.data.prepare', description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument('--dataset', required=True,
+                  help=f'dataset name, one of: {", ".join(sorted(readers.READERS))}')
+  ap.add_argument('--manual_dir', required=True, help='folder holding the raw dataset files')
+  ap.add_argument('--data_dir', default=None,
+                  help='output folder of prepared datasets (default $FERJAX_DATA_DIR, '
+                       '$TFDS_DATA_DIR or ~/tensorflow_datasets)')
+  ap.add_argument('--option', action='append', default=[], metavar='K=V',
+                  help='builder (crop_box, crop_margin) or reader option; repeatable')
+  ap.add_argument('--splits', default='', help='comma-separated subset of the splits')
+  ap.add_argument('--overwrite', action='store_true', help='rebuild an existing dataset')
+  ap.add_argument('--no_progress', action='store_true', help='no progress bars')
+  args = ap.parse_args(argv)
+  data_dir = os.path.abspath(os.path.expanduser(args.data_dir or tfds_builder.default_data_dir()))
+  splits = [s for s in args.splits.split(',') if s] or None
+  try:
+    counts = prepare(args.dataset, args.manual_dir, data_dir, parse_options(args.option),
+                     splits=splits, overwrite=args.overwrite, progress=not args.no_progress)
+  except (ValueError, FileNotFoundError) as e:   # ReaderError is a ValueError
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(format_counts(args.dataset, data_dir, counts))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
