@@ -340,7 +340,8 @@ def any_max_correct(probs_or_pred, target, atol: float = 1e-6) -> np.ndarray:
   predicted emotion matches with any of the emotions that have the highest value in the actual
   emotion vector, the prediction is considered accurate". `probs_or_pred` is scores [N, K]
   (argmax, first on ties) or int predictions [N]. Entries within `atol` of the row maximum
-  count as maximal, so float32 renormalisation cannot split a tie (vote shares differ by >= 1/total).
+  count as maximal, so float32 renormalisation cannot split a tie (distinct vote shares differ
+  by at least 1 / total).
   """
   t = np.asarray(target, np.float64)
   p = np.asarray(probs_or_pred)

@@ -32,7 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ferjax.models.mobilenet import ConvNormAct, Norm, conv, make_divisible
+from ferjax.models.layers import Norm
+from ferjax.models.mobilenet import ConvNormAct, conv, make_divisible
 
 # (kind, expand ratio, kernel, stride, in channels, out channels, blocks), torchvision's tables.
 _B_STAGES = (('mb', 1, 3, 1, 32, 16, 1), ('mb', 6, 3, 2, 16, 24, 2), ('mb', 6, 5, 2, 24, 40, 2),

@@ -33,6 +33,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from ferjax.models.layers import Norm
+
 # face.evoLVe initialises convolutions and linear layers with xavier_uniform_.
 _init = nn.initializers.xavier_uniform()
 
@@ -57,17 +59,6 @@ def conv(features, kernel, stride, name, dtype, padding=None, groups=1, init=_in
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
                  feature_group_count=groups, use_bias=False, kernel_init=init, dtype=dtype,
                  name=name)
-
-
-class Norm:
-  """BatchNorm factory with PyTorch's epsilon; `train` decides whether statistics update."""
-
-  def __init__(self, train: bool, momentum: float, dtype):
-    self.train, self.momentum, self.dtype = train, momentum, dtype
-
-  def __call__(self, name):
-    return nn.BatchNorm(use_running_average=not self.train, momentum=self.momentum, epsilon=1e-5,
-                        dtype=self.dtype, name=name)
 
 
 def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
@@ -140,7 +131,7 @@ class IRNet(nn.Module):
       raise ValueError(f'num_stages={self.num_stages} with stage_sizes={self.stage_sizes}')
     if self.output_layer and self.num_stages != 4:
       raise ValueError('the output layer (Linear 512*7*7 -> 512) needs num_stages=4')
-    norm = Norm(train and not self.bn_frozen, self.bn_momentum, self.dtype)
+    norm = Norm(train and not self.bn_frozen, self.bn_momentum, 1e-5, self.dtype)
     x = x.astype(self.dtype)
     if self.resize:
       x = torch_nearest_resize(x, self.resize)                    # (B, 112, 112, 3)

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ferjax.models.layers import Norm
+
 # torchvision's MaxVit._init_weights: every conv and linear weight ~ N(0, 0.02), biases zero.
 _init = nn.initializers.normal(0.02)
 
@@ -72,17 +74,6 @@ def _conv(features, kernel, stride, name, dtype, bias=False, groups=1):
 
 def _layer_norm(name, dtype):
   return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, name=name)
-
-
-class _Norm:
-  """BatchNorm factory with torchvision-MaxViT's epsilon; `train` decides whether stats update."""
-
-  def __init__(self, train: bool, momentum: float, dtype):
-    self.train, self.momentum, self.dtype = train, momentum, dtype
-
-  def __call__(self, name):
-    return nn.BatchNorm(use_running_average=not self.train, momentum=self.momentum, epsilon=1e-3,
-                        dtype=self.dtype, name=name)
 
 
 class SqueezeExcitation(nn.Module):
@@ -271,7 +262,7 @@ class MaxViT(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, return_maps: bool = False):
     self._check_size(*x.shape[1:3])
-    norm = _Norm(train and not self.bn_frozen, self.bn_momentum, self.dtype)
+    norm = Norm(train and not self.bn_frozen, self.bn_momentum, 1e-3, self.dtype)
     x = x.astype(self.dtype)
     x = _conv(self.stem_channels, 3, 2, 'stem_0_0', self.dtype)(x)     # (B, H/2, W/2, stem)
     x = _gelu(norm('stem_0_1')(x))

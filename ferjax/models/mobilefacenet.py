@@ -33,7 +33,8 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ferjax.models.irse import Norm, PReLU, conv, torch_nearest_resize
+from ferjax.models.irse import PReLU, conv, torch_nearest_resize
+from ferjax.models.layers import Norm
 
 # The reference initialises convolutions and linear layers with kaiming_normal_(fan_out, relu).
 _init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -126,7 +127,7 @@ class MobileFaceNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = Norm(train and not self.bn_frozen, self.bn_momentum, self.dtype)
+    norm = Norm(train and not self.bn_frozen, self.bn_momentum, 1e-5, self.dtype)
     d = self.dtype
     x = x.astype(d)
     if self.resize:

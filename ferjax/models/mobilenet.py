@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ferjax.models.layers import Norm
+
 # torchvision initialises these nets' convolutions with kaiming_normal_(mode='fan_out') (gain
 # sqrt(2)) and their classifiers' Linear weights with normal(0, 0.01).
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
@@ -42,20 +44,6 @@ def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None) 
   min_value = divisor if min_value is None else min_value
   out = max(min_value, int(v + divisor / 2) // divisor * divisor)
   return out + divisor if out < 0.9 * v else out
-
-
-class Norm:
-  """BatchNorm factory with the reference's epsilon; `train` decides whether statistics update.
-
-  Flax's momentum is the weight of the old running value: torch momentum 0.1 is Flax 0.9.
-  """
-
-  def __init__(self, train: bool, momentum: float, epsilon: float, dtype):
-    self.train, self.momentum, self.epsilon, self.dtype = train, momentum, epsilon, dtype
-
-  def __call__(self, name):
-    return nn.BatchNorm(use_running_average=not self.train, momentum=self.momentum,
-                        epsilon=self.epsilon, dtype=self.dtype, name=name)
 
 
 def conv(features, kernel, stride, name, dtype, groups=1, use_bias=False):

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ferjax.models.layers import Norm
+
 # torchvision/timm convs default to kaiming-uniform(a=sqrt(5)); a fan-in scaled init is close.
 _init = nn.initializers.variance_scaling(1.0 / 3, 'fan_in', 'uniform')
 
@@ -66,17 +68,6 @@ def resize_align_corners(x, h: int, w: int):
   mw = jnp.asarray(_interp_matrix(x.shape[2], w), x.dtype)
   x = jnp.einsum('oh,bhwc->bowc', mh, x)
   return jnp.einsum('pw,bowc->bopc', mw, x)
-
-
-class _Norm:
-  """BatchNorm factory with timm's epsilon; `train` decides whether statistics update."""
-
-  def __init__(self, train: bool, momentum: float, dtype):
-    self.train, self.momentum, self.dtype = train, momentum, dtype
-
-  def __call__(self, name):
-    return nn.BatchNorm(use_running_average=not self.train, momentum=self.momentum, epsilon=1e-5,
-                        dtype=self.dtype, name=name)
 
 
 def _conv(features, kernel=1, stride=1, groups=1, bias=False, name=None, dtype=None):
@@ -223,7 +214,7 @@ class MobileViTv2(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_maps: bool = False):
-    norm = _Norm(train and not self.bn_frozen, self.bn_momentum, self.dtype)
+    norm = Norm(train and not self.bn_frozen, self.bn_momentum, 1e-5, self.dtype)
     x = x.astype(self.dtype)
     x = ConvNormAct(self.stem_channels, 3, 2, norm=norm, dtype=self.dtype, name='stem')(x)
     depths = [n + (t > 0) for n, t in zip(self.blocks, self.transformer_depths)]

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ferjax.models.layers import Norm
+
 # torchvision initialises convolutions with kaiming_normal_(mode='fan_out', relu).
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
@@ -20,18 +22,6 @@ def _conv(features, kernel, stride, name, dtype):
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
                  use_bias=False, kernel_init=conv_init, dtype=dtype, name=name)
-
-
-class _Norm:
-  """BatchNorm factory with torchvision's epsilon; `train` decides whether statistics update."""
-
-  def __init__(self, train: bool, momentum: float, dtype):
-    self.train, self.momentum, self.dtype = train, momentum, dtype
-
-  def __call__(self, name, zero_scale=False):
-    return nn.BatchNorm(use_running_average=not self.train, momentum=self.momentum, epsilon=1e-5,
-                        dtype=self.dtype, name=name,
-                        scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones)
 
 
 class BasicBlock(nn.Module):
@@ -93,7 +83,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False, return_maps: bool = False):
-    norm = _Norm(train and not self.bn_frozen, self.bn_momentum, self.dtype)
+    norm = Norm(train and not self.bn_frozen, self.bn_momentum, 1e-5, self.dtype)
     block = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
     x = x.astype(self.dtype)
     x = _conv(self.width, 7, 2, 'conv1', self.dtype)(x)                   # (B, H/2, W/2, w)

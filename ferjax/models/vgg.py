@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ferjax.models.mobilenet import Norm
+from ferjax.models.layers import Norm
 
 # torchvision: convolutions kaiming_normal_(fan_out, relu), Linear weights normal(0, 0.01).
 _conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')

@@ -4,9 +4,10 @@ Layouts (notes/datasets.md C.3), detected per split in this order unless layout=
 
 'official': `Manually_Annotated_file_lists/{training,validation}.csv`, columns
   subDirectory_filePath, face_x, face_y, face_width, face_height, facial_landmarks,
-  expression, valence, arousal. training.csv has that header line; validation.csv has none
-  (both are accepted either way). Images under `Manually_Annotated_Images/` or
-  `Manually_Annotated/Manually_Annotated_Images/`. Keys are subDirectory_filePath.
+  expression, valence, arousal. training.csv has that header line; validation.csv reportedly
+  has none (third-party loaders skip a header for training only), so both are accepted.
+  Images under `Manually_Annotated_Images/` or `Manually_Annotated/Manually_Annotated_Images/`.
+  Keys are subDirectory_filePath.
   Yields box (face_x, face_y, face_width, face_height) and landmarks (68 `x;y` pairs).
 'npy': `{train_set,val_set}/images/<n>.jpg` with `annotations/<n>_{exp,val,aro,lnd}.npy`
   (the later 224x224 release, as read by yaoing/DAN). The npy files may hold numbers or

@@ -6,10 +6,10 @@ Layout under manual_dir:
   annotations/EXPR_Set/Validation_Set/<video>.txt   val annotations
   cropped_aligned/<video>/<frame:05d>.jpg           the released cropped-aligned faces
 
-Later ABAW releases rename the annotation folder (e.g. 'EXPR_Classification_Challenge'): pass
-annotation_dir (the folder that holds Train_Set and Validation_Set) and frames_dir as options.
-Videos with two annotated people have one file per person (`<video>_left.txt`, `<video>_right.txt`)
-and a frames folder of the same name, so the file stem always names the frames folder.
+Copies from other ABAW rounds may name the annotation folder differently: pass annotation_dir
+(the folder that holds Train_Set and Validation_Set) and frames_dir. Videos with two annotated
+people have one file per person (e.g. `<video>_left.txt`, `<video>_right.txt`) and a frames
+folder of the same name, so the file stem is always taken as the frames folder's name.
 
 An annotation file's first line is the header `Neutral,Anger,Disgust,Fear,Happiness,Sadness,
 Surprise,Other` (checked, case-insensitively: it is the only statement of the code order), then
@@ -59,7 +59,7 @@ INFO = DatasetInfo(
 
 def read_annotation(path: str) -> list[int]:
   """The native codes of one annotation file, frame 1 first; -1 = not annotated."""
-  with open(path, encoding='utf-8') as f:
+  with open(path, encoding='utf-8-sig') as f:
     lines = f.read().splitlines()
   header = tuple(h.strip().lower() for h in lines[0].split(',')) if lines else ()
   if header != HEADER:
@@ -99,8 +99,9 @@ def _under(manual_dir: str, path: str | None, default: str) -> str:
   return os.path.join(manual_dir, *(path or default).split('/'))
 
 
-def examples(manual_dir: str, split: str, *, annotation_dir: str | None = None,
-             frames_dir: str | None = None, other: str = 'drop',
+def examples(manual_dir: str | os.PathLike, split: str, *,
+             annotation_dir: str | None = None, frames_dir: str | None = None,
+             other: str = 'drop',
              stats: dict | None = None) -> Iterator[tuple[str, dict]]:
   """Yields (key, example) per usable frame; keys are '<video>/<frame:05d>'.
 

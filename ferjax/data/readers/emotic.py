@@ -83,7 +83,8 @@ def multi_hot(names, where: str) -> np.ndarray:
   for name in names:
     key = _norm(str(name))
     if key not in CATEGORY_INDEX:
-      raise ReaderError(f'{where}: unknown EMOTIC category {name!r}; known: {", ".join(CATEGORIES)}')
+      raise ReaderError(f'{where}: unknown EMOTIC category {name!r}; known: '
+                        f'{", ".join(CATEGORIES)}')
     out[CATEGORY_INDEX[key]] = 1.0
   return out
 
@@ -152,7 +153,7 @@ def _image(image_dir: str, folder: str, filename: str, where: str, skip_missing:
 
 def _read_csv(path: str, split: str, image_dir: str, skip_missing: bool,
               stats: dict) -> Iterator[tuple[str, dict]]:
-  with open(path, newline='', encoding='utf-8') as f:
+  with open(path, newline='', encoding='utf-8-sig') as f:  # -sig: Excel's BOM
     reader = csvlib.reader(f)
     header = next(reader, None)
     if header is None:
@@ -226,10 +227,11 @@ def _read_mat(path: str, split: str, image_dir: str, skip_missing: bool,
       if x2 <= x1 or y2 <= y1:
         stats['empty_box'] = stats.get('empty_box', 0) + 1
         continue
-      has_cat = len(person[1][0]) > 0 if combined else True
+      # np.size, not len(x[0]): MATLAB's empty [] loads as a 0x0 array with no row 0.
+      has_cat = np.size(person[1]) > 0 if combined else True
       cats = _leaves(person[2] if combined else person[1]) if has_cat else []
       cont_field = person[4] if combined else person[2]
-      has_cont = (len(person[3][0]) > 0) if combined else True
+      has_cont = np.size(person[3]) > 0 if combined else True
       cont = [float(v) for v in _leaves(cont_field)] if has_cont else []
       if not has_cat or not has_cont or len(cont) != 3 or any(math.isnan(v) for v in cont):
         stats['no_annotation'] = stats.get('no_annotation', 0) + 1
@@ -241,8 +243,9 @@ def _read_mat(path: str, split: str, image_dir: str, skip_missing: bool,
       idx += 1
 
 
-def examples(manual_dir: str, split: str, *, csv: Mapping[str, str] | None = None,
-             image_dir: str | None = None, source: str = 'auto', skip_missing: bool = False,
+def examples(manual_dir: str | os.PathLike, split: str, *,
+             csv: Mapping[str, str] | None = None, image_dir: str | None = None,
+             source: str = 'auto', skip_missing: bool = False,
              stats: dict | None = None) -> Iterator[tuple[str, dict]]:
   """Yields (key, example) for one split; keys are '<split>/<row Index>'.
 

@@ -100,8 +100,8 @@ def stratified_split(items: list[tuple], val_fraction: float, test_fraction: flo
   return out
 
 
-def examples(manual_dir: str, split: str = 'all', *, val_fraction: float = 0.1,
-             test_fraction: float = 0.2, seed: int = 0,
+def examples(manual_dir: str | os.PathLike, split: str = 'all', *,
+             val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
              test_characters: Sequence[str] | None = None,
              val_characters: Sequence[str] = ()) -> Iterator[tuple[str, dict]]:
   """Yields (key, example); keys are paths relative to manual_dir.

@@ -78,8 +78,9 @@ def _scan(manual_dir: str) -> list[tuple[str, str, int]]:
   return out
 
 
-def examples(manual_dir: str, split: str = 'all', *, test_subjects: Sequence[str] | None = None,
-             num_test_subjects: int = 2, seed: int = 0) -> Iterator[tuple[str, dict]]:
+def examples(manual_dir: str | os.PathLike, split: str = 'all', *,
+             test_subjects: Sequence[str] | None = None, num_test_subjects: int = 2,
+             seed: int = 0) -> Iterator[tuple[str, dict]]:
   """Yields (key, example); keys are paths relative to manual_dir.
 
   Args:

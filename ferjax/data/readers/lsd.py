@@ -122,7 +122,8 @@ def _listing(split_root: str, labelled: bool) -> list[tuple[str, int, dict[str, 
   return out
 
 
-def examples(manual_dir: str, split: str, *, dirs: Mapping[str, str] | None = None,
+def examples(manual_dir: str | os.PathLike, split: str, *,
+             dirs: Mapping[str, str] | None = None,
              landmarks: bool | None = None) -> Iterator[tuple[str, dict]]:
   """Yields (key, example) for 'train', 'val' or 'test'; keys are paths relative to manual_dir.
 
