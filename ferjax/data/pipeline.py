@@ -95,11 +95,21 @@ def train_dataset(cfg, seed: int) -> grain.IterDataset:
   return iter_ds
 
 
+def train_size(cfg) -> int:
+  """Examples per epoch: the synthetic benchmark has as many as `data.train_examples` asks for;
+  a prepared dataset has its own size (train_examples does not cut it; use a split slice such
+  as `rafdb:train[:10%]` for a subset)."""
+  if sources.parse(cfg.data.train)[0] == 'synthetic':
+    return cfg.data.train_examples
+  return len(sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, 0))
+
+
 def steps_per_epoch(cfg) -> int:
-  steps = cfg.data.train_examples // cfg.batch_size
+  n = train_size(cfg)
+  steps = n // cfg.batch_size
   if steps < 1:
-    raise ValueError(f'train_examples={cfg.data.train_examples} is smaller than one batch '
-                     f'({cfg.batch_size})')
+    raise ValueError(f'the training set {cfg.data.train!r} has {n} examples, fewer than one '
+                     f'batch ({cfg.batch_size})')
   return steps
 
 

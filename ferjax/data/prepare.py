@@ -67,9 +67,18 @@ def prepare(name: str, manual_dir: str, data_dir: str | None = None, options: di
   # Nothing is downloaded; a throw-away download_dir keeps TFDS from leaving an empty
   # DATA_DIR/downloads behind.
   with tempfile.TemporaryDirectory(prefix='ferjax_prepare_') as tmp:
-    builder.download_and_prepare(
-        download_dir=tmp,
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode))
+    try:
+      builder.download_and_prepare(
+          download_dir=tmp,
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir,
+                                                       download_mode=mode))
+    except BaseException:
+      # TFDS removes its incomplete version folder; drop the then-empty DATA_DIR/NAME too, so
+      # a failed run leaves nothing that looks like a dataset.
+      root = os.path.join(data_dir, name)
+      if os.path.isdir(root) and not os.listdir(root):
+        os.rmdir(root)
+      raise
   return {split: builder.info.splits[split].num_examples for split in builder.info.splits}
 
 

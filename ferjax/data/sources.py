@@ -17,8 +17,8 @@ pipeline.standardize: 'image' uint8 [S,S,3] (RGB; grey repeated), 'label' (in th
 space), 'index' (position in the split), 'domain' (the dataset's position in READERS), 'key';
 'label_dist' float32 [8] when the dataset has votes (emotion votes normalised) or the label is
 unknown (all zero, so soft-label losses skip it); 'va' + 'va_mask' (from 'va' or the first two
-of 'vad'; mask 0 when missing or outside [-1, 1], e.g. AffectNet's -2); 'landmarks' in [0, 1] of
-the resized image + 'landmarks_mask'; and 'multilabel' / 'vad' / 'box' as stored.
+of 'vad'; mask 0 when missing, marked invalid by 'va_valid', or outside [-1, 1]); 'landmarks'
+in [0, 1] of the resized image + 'landmarks_mask'; and 'multilabel' / 'vad' / 'box' as stored.
 """
 from __future__ import annotations
 
@@ -109,15 +109,15 @@ class PreparedSource:
     self.name, self.split, self.image_size = name, split, int(image_size)
     self.data_dir = os.path.abspath(os.path.expanduser(data_dir or tfds_builder.default_data_dir()))
     builder = tfds_builder.open_prepared(name, self.data_dir)
-    try:
-      self.num_examples = builder.info.splits[split].num_examples
-    except (KeyError, ValueError) as e:
-      raise ValueError(f'dataset {name!r} in {self.data_dir} has no split {split!r} ({e}); its '
-                       f'splits: {sorted(builder.info.splits)}') from e
     self.features = tuple(builder.info.features.keys())
     self.class_names = tuple(builder.info.features['label'].names)
     self.domain = list(readers.READERS).index(name)
     self._ds = None
+    try:   # any TFDS split expression: 'train', 'train[:10%]', 'train+val', 'all'
+      self.num_examples = len(self._source())
+    except (KeyError, ValueError, AssertionError) as e:
+      raise ValueError(f'dataset {name!r} in {self.data_dir} has no split {split!r} ({e}); its '
+                       f'splits: {sorted(builder.info.splits)}') from e
 
   def _source(self):
     if self._ds is None:
@@ -167,7 +167,8 @@ class PreparedSource:
       va = rec['vad'][:2]
     if va is not None:
       va = np.asarray(va, np.float32)
-      ok = bool(np.all(np.isfinite(va)) and np.all(np.abs(va) <= 1))
+      ok = bool(np.all(np.isfinite(va)) and np.all(np.abs(va) <= 1)
+                and rec.get('va_valid', True))
       out['va'] = va if ok else np.zeros(2, np.float32)
       out['va_mask'] = np.float32(ok)
     if 'landmarks' in rec:

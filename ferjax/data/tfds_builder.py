@@ -13,20 +13,24 @@ Features of every example:
   label   ClassLabel over the names of INFO.class_space (canonical order); -1 unknown.
   key     Text, the reader's stable key (relative path or row id), to trace an example back.
 and, for each name in INFO.features, a fixed-shape Tensor (FEATURE_SHAPES). An example that
-lacks one of them gets a sentinel (NaN for floats, 0 for votes), which sources turn into a
-zero mask.
+lacks one of them gets a sentinel (FEATURE_FILL: NaN for floats, 0 votes), which sources turn
+into a zero mask; Example keys that INFO.features does not declare are not stored. Readers
+whose INFO depends on the tree or the options define `info(...)` (see reader_info).
 
 Builder options (`--option k=v` of ferjax.data.prepare; all other options go to the reader):
   crop_box=True     crop each image to its 'box' (x, y, w, h) and shift landmarks and box into
                     the crop; crops are re-encoded (JPEG q95 for JPEG sources, else PNG).
-  crop_margin=0.2   grow the box by this fraction of its size on every side before cropping.
+  crop_margin=0.2   grow the box by this fraction of its size on every side before cropping
+                    (default 0); the crop is clipped to the image, never padded.
 
 The builders are not registered with TFDS (they are made afresh per run, and registering twice
-raises) and take their description from INFO instead of README/CITATIONS files beside the
-module, so they need no package folder of their own.
+raises), take their description from INFO instead of README/CITATIONS files beside the module,
+and have no code_path (there are no checksums to find), so they need no package folder of
+their own.
 """
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import types
@@ -41,14 +45,19 @@ VERSION = '1.0.0'
 FILE_FORMAT = 'array_record'
 NUM_LANDMARKS = 68
 # Optional Example keys (readers/__init__.py) -> (shape, dtype); 'multilabel' is sized by
-# INFO.multilabel_space.
+# INFO.multilabel_space. 'va_valid' (AffectNet's reader) is False where the dataset marks
+# valence/arousal as missing.
 FEATURE_SHAPES = {
     'votes': ((10,), np.int32),
     'va': ((2,), np.float32),
+    'va_valid': ((), np.bool_),
     'vad': ((3,), np.float32),
     'landmarks': ((NUM_LANDMARKS, 2), np.float32),
     'box': ((4,), np.float32),
 }
+# What an example without the feature stores; floats not listed get NaN. A missing va_valid
+# claims nothing: the values themselves (NaN when missing) decide.
+FEATURE_FILL = {'votes': 0, 'va_valid': True}
 BUILDER_OPTIONS = {'crop_box': False, 'crop_margin': 0.0}
 # Encodings that every TFDS image decoder reads; anything else is converted to PNG.
 _KEPT_FORMATS = ('PNG', 'JPEG')
@@ -80,18 +89,52 @@ def prepare_command(name: str, data_dir: str, manual_dir: str | None = None) -> 
 
 
 def load_reader(name: str):
-  """(module, INFO) of a dataset name; errors list the known names or say what is missing."""
+  """(module, static INFO) of a dataset name; errors list the known names or say what is missing.
+
+  The static INFO is the module's INFOS[name] when one module reads several datasets (fer2013 /
+  ferplus), else its INFO; `reader_info` refines it with manual_dir and options.
+  """
   try:
     module = readers.get(name)        # ValueError listing the known names
   except ModuleNotFoundError as e:
     if e.name and readers.READERS[name].startswith(e.name):
       raise ValueError(f'the reader of {name!r} ({readers.READERS[name]}) is not installed') from e
     raise
-  info = getattr(module, 'INFO', None)
+  info = getattr(module, 'INFOS', {}).get(name, getattr(module, 'INFO', None))
   if not isinstance(info, readers.DatasetInfo) or not callable(getattr(module, 'examples', None)):
     raise ValueError(f'reader module {module.__name__} does not follow the reader contract '
                      '(INFO: DatasetInfo and examples(manual_dir, split, **options))')
   return module, info
+
+
+def _accepted(fn, candidates: dict) -> dict:
+  """The entries of `candidates` that `fn` takes as keyword arguments."""
+  params = inspect.signature(fn).parameters
+  if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+    return dict(candidates)
+  return {k: v for k, v in candidates.items() if k in params}
+
+
+def reader_info(name: str, module, manual_dir: str, options: dict) -> readers.DatasetInfo:
+  """The DatasetInfo that describes what `examples` will yield for this tree and these options.
+
+  Readers whose class space or features depend on the tree or the options (folder: contempt or
+  not; affectnet: num_classes and layout; fer2013/ferplus: which dataset) define
+  `info(...)`; it gets whichever of dataset=name, manual_dir and the reader options it takes.
+  """
+  _, info = load_reader(name)
+  if callable(getattr(module, 'info', None)):
+    info = module.info(**_accepted(module.info, {'dataset': name, 'manual_dir': manual_dir,
+                                                 **options}))
+  return info
+
+
+def reader_options(name: str, module, options: dict) -> dict:
+  """Options for `examples`: a module that reads several datasets is told which (dataset=)."""
+  params = inspect.signature(module.examples).parameters
+  if 'dataset' in params and 'dataset' not in options:
+    return {'dataset': name, **options}
+  return dict(options)
 
 
 def feature_shapes(info: readers.DatasetInfo) -> dict:
@@ -203,8 +246,8 @@ def encode_image(image, where: str, crop=None) -> tuple[bytes, tuple[int, int]]:
   x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
   x1, y1 = min(pil.width, int(np.ceil(x + w))), min(pil.height, int(np.ceil(y + h)))
   if x1 <= x0 or y1 <= y0:
-    raise readers.ReaderError(f'{where}: box {tuple(crop)} lies outside the {pil.width}x'
-                              f'{pil.height} image')
+    raise readers.ReaderError(f'{where}: crop {[round(float(v), 1) for v in crop]} (x, y, w, h) '
+                              f'lies outside the {pil.width}x{pil.height} image')
   pil = pil.crop((x0, y0, x1, y1))
   if fmt == 'JPEG':
     buf = io.BytesIO()
@@ -243,7 +286,7 @@ def to_record(key: str, example: dict, info: readers.DatasetInfo, options: dict,
   for name, (shape, dtype) in shapes.items():
     value = example.get(name)
     if value is None:
-      record[name] = np.full(shape, np.nan if dtype == np.float32 else 0, dtype)
+      record[name] = np.full(shape, FEATURE_FILL.get(name, np.nan), dtype)
       continue
     value = np.asarray(value, dtype)
     if value.shape != shape:
@@ -264,10 +307,15 @@ def builder_class(name: str, manual_dir: str, options: dict | None = None,
   """A fresh, unregistered GeneratorBasedBuilder class that prepares `name` from manual_dir."""
   import tensorflow_datasets as tfds
   from tensorflow_datasets.core import dataset_metadata
-  module, info = load_reader(name)
-  ours, reader_options = split_options(dict(options or {}))
+  module, _ = load_reader(name)
+  ours, theirs = split_options(dict(options or {}))
+  info = reader_info(name, module, manual_dir, theirs)
+  theirs = reader_options(name, module, theirs)
   shapes = feature_shapes(info)
-  splits = tuple(splits or info.splits)
+  # TFDS reads the split 'all' as every split together, so a reader's 'all' (FERG, JAFFE) is
+  # not written a second time when the reader has other splits.
+  default = [s for s in info.splits if s != 'all'] or list(info.splits)
+  splits = tuple(splits or default)
   unknown = [s for s in splits if s not in info.splits]
   if unknown:
     raise ValueError(f'{name} has no split(s) {unknown}; its splits: {list(info.splits)}')
@@ -290,14 +338,17 @@ def builder_class(name: str, manual_dir: str, options: dict | None = None,
 
   def _generate_examples(self, split: str) -> Iterator[tuple[str, dict]]:
     from ferjax import runtime
-    stream = module.examples(manual_dir, split, **reader_options)
+    stream = module.examples(manual_dir, split, **theirs)
     if progress:
       stream = runtime.progress(stream, desc=f'{name} {split}', unit='img')
-    count = 0
+    seen = set()
     for key, example in stream:
-      count += 1
-      yield str(key), to_record(key, example, info, ours, shapes)
-    if not count:
+      key = str(key)
+      if key in seen:   # keys trace examples back to their files: they must be unique
+        raise readers.ReaderError(f'{name}: key {key!r} occurs twice in split {split!r}')
+      seen.add(key)
+      yield key, to_record(key, example, info, ours, shapes)
+    if not seen:
       raise readers.ReaderError(f'{name}: split {split!r} has no examples under {manual_dir} '
                                 f'(expected layout: {info.layout or "see the reader module"})')
 
@@ -310,6 +361,9 @@ def builder_class(name: str, manual_dir: str, options: dict | None = None,
       MANUAL_DOWNLOAD_INSTRUCTIONS=info.layout or f'see {module.__name__}',
       _info=_info, _split_generators=_split_generators, _generate_examples=_generate_examples,
       get_metadata=classmethod(_get_metadata), __module__=__name__,
+      # No source folder holds files for this builder (checksums.tsv, README.md); TFDS would
+      # otherwise look for this module through importlib_resources, which it does not install.
+      code_path=None,
       __doc__=f'TFDS builder of {name} over {module.__name__}.')
   return types.new_class(f'{name}_builder', (tfds.core.GeneratorBasedBuilder,),
                          dict(skip_registration=True), lambda ns: ns.update(namespace))

@@ -1,0 +1,202 @@
+"""Reader -> prepared TFDS/ArrayRecord dataset -> sources and pipeline, with a fake reader.
+
+The fake reader (tests/data/fake_reader.py) is registered in ferjax.data.readers.READERS for
+this module only, so these tests do not depend on any real dataset's reader.
+"""
+import io
+import os
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferjax import labels
+from ferjax.data import inspect as inspect_cli
+from ferjax.data import pipeline, prepare, readers, sources, tfds_builder
+from tests.data import fake_reader
+
+
+@pytest.fixture(scope='module')
+def prepared(tmp_path_factory):
+  """(data_dir, raw dir, {split: [(key, Example)]}) of the fake dataset, prepared once."""
+  root = tmp_path_factory.mktemp('fake')
+  raw, data_dir = str(root / 'raw'), str(root / 'tfds')
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
+    expected = fake_reader.write_tree(raw)
+    assert prepare.main(['--dataset', 'fake', '--manual_dir', raw, '--data_dir', data_dir,
+                         '--no_progress']) == 0
+    yield data_dir, raw, expected
+
+
+def _records(data_dir, split):
+  import tensorflow_datasets as tfds
+  ds = tfds.data_source('fake', split=split, data_dir=data_dir,
+                        decoders={'image': tfds.decode.SkipDecoding()})
+  return [ds[i] for i in range(len(ds))]
+
+
+def test_records_round_trip(prepared):
+  data_dir, raw, expected = prepared
+  for split, examples in expected.items():
+    records = _records(data_dir, split)
+    assert [r['key'].decode() for r in records] == [k for k, _ in examples]   # reader order
+    for rec, (key, ex) in zip(records, examples):
+      assert int(rec['label']) == ex['label']
+      image = ex['image']
+      if isinstance(image, str):
+        with open(image, 'rb') as f:        # files are stored byte for byte (PNG and JPEG)
+          assert rec['image'] == f.read()
+      elif isinstance(image, bytes):
+        assert rec['image'] == image
+      else:                                 # arrays are stored as lossless PNG
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(rec['image']))), image)
+      for name in ('votes', 'va', 'vad', 'box', 'multilabel'):
+        np.testing.assert_allclose(rec[name], ex[name], rtol=1e-6)
+      if 'landmarks' in ex:
+        np.testing.assert_allclose(rec['landmarks'], ex['landmarks'], rtol=1e-6)
+      else:                                 # a missing optional feature is stored as NaN
+        assert np.isnan(rec['landmarks']).all()
+  builder = tfds_builder.open_prepared('fake', data_dir)
+  assert tuple(builder.info.features['label'].names) == labels.CANONICAL
+  assert builder.info.metadata['class_space'] == 'affectnet8'
+  assert builder.info.features['multilabel'].shape == (26,)
+
+
+def test_source_items_follow_the_batch_schema(prepared):
+  data_dir, _, expected = prepared
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
+    src = sources.make(f'fake:train@{data_dir}', 0, 24, 0)
+    src = pickle.loads(pickle.dumps(src))   # grain workers receive it pickled
+    assert len(src) == len(expected['train'])
+    for i, (key, ex) in enumerate(expected['train']):
+      item = src[i]
+      assert item['key'] == key and item['index'] == i and item['label'] == ex['label']
+      assert item['image'].shape == (24, 24, 3) and item['image'].dtype == np.uint8
+      assert item['domain'] == list(readers.READERS).index('fake')
+      w, h = fake_reader.LINES[i][4]
+      if 'landmarks' in ex:               # pixels of the stored image -> [0, 1] of the resized
+        np.testing.assert_allclose(item['landmarks'], ex['landmarks'] / [w, h], rtol=1e-6)
+        assert item['landmarks_mask'] == 1 and 0 <= item['landmarks'].min() <= 1
+      else:
+        assert item['landmarks_mask'] == 0 and not item['landmarks'].any()
+      assert item['va_mask'] == (0 if i == 3 else 1)            # line 3 has AffectNet's -2
+      dist = item['label_dist']
+      if ex['label'] >= 0:                # votes 7 / 3 -> 0.7 / 0.3
+        assert dist[ex['label']] == pytest.approx(0.7) and dist.sum() == pytest.approx(1)
+      else:                               # all votes 'unknown': nothing to learn from
+        assert not dist.any()
+      std = pipeline.standardize(item, 8)
+      assert std['image'].shape == (24, 24, 3) and std['landmarks'].shape == (68, 2)
+      assert std['label_dist'].shape == (8,) and std['va'].shape == (2,)
+    assert pipeline.standardize(src[1], 7)['label'] == 2      # sad is in affectnet7
+    # A grey array comes back with three equal channels.
+    grey = src[3]['image']
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 0] == grey[..., 2]).all()
+
+
+def test_specs_env_dir_slices_and_eval_set(prepared, monkeypatch):
+  from tests.test_train import smoke
+  data_dir, _, expected = prepared
+  monkeypatch.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
+  monkeypatch.setenv('FERJAX_DATA_DIR', data_dir)
+  assert len(sources.make('fake:test', 1000, 16, 0)) == len(expected['test'])
+  assert len(sources.make('fake:train[:2]', 1000, 16, 0)) == 2
+  assert len(sources.make('fake:all', 1000, 16, 0)) == sum(map(len, expected.values()))
+  assert sources.display_name(f'fake:test@{data_dir}') == 'fake/test'
+  assert sources.display_name('synthetic:lab:test') == 'lab/test'
+  cfg = smoke(**{'eval_batch_size': 8, 'data.image_size': 16})
+  eval_set = pipeline.EvalSet('fake:train', cfg, 0)
+  batch, = list(eval_set.local_batches())
+  assert batch['image'].shape == (8, 16, 16, 3) and batch['mask'].sum() == len(eval_set)
+  assert list(batch['label'][:6]) == [ex['label'] for _, ex in expected['train']]
+  # An epoch of a prepared dataset is the dataset, whatever data.train_examples says.
+  cfg = smoke(**{'batch_size': 2, 'data.train': 'fake:train', 'data.train_examples': 64})
+  assert pipeline.steps_per_epoch(cfg) == len(expected['train']) // 2
+
+
+def test_crop_box_options_and_reuse(tmp_path, prepared, monkeypatch, capsys):
+  _, raw, expected = prepared
+  monkeypatch.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
+  out = str(tmp_path / 'crops')
+  args = ['--dataset', 'fake', '--manual_dir', raw, '--data_dir', out, '--no_progress',
+          '--splits', 'train', '--option', 'crop_box=True', '--option', 'limit=3']
+  assert prepare.main(args) == 0
+  assert 'train          3' in capsys.readouterr().out                 # per-split counts
+  records = _records(out, 'train')
+  for rec, (_, ex) in zip(records, expected['train']):
+    x, y, w, h = ex['box']
+    x0, y0 = int(np.floor(x)), int(np.floor(y))
+    crop = Image.open(io.BytesIO(rec['image']))
+    assert crop.size == (int(np.ceil(x + w)) - x0, int(np.ceil(y + h)) - y0)
+    np.testing.assert_allclose(rec['box'][:2], [x - x0, y - y0])
+    if 'landmarks' in ex:
+      np.testing.assert_allclose(rec['landmarks'], ex['landmarks'] - [x0, y0], rtol=1e-6)
+  # Prepared already: kept as it is unless --overwrite.
+  assert prepare.main(args[:-1] + ['limit=1']) == 0
+  assert len(_records(out, 'train')) == 3
+  assert prepare.main(args[:-1] + ['limit=1', '--overwrite']) == 0
+  assert len(_records(out, 'train')) == 1
+
+
+def test_inspect_table_and_grid(prepared, monkeypatch, capsys, tmp_path):
+  data_dir, _, _ = prepared
+  monkeypatch.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
+  grid = tmp_path / 'grid.png'
+  assert inspect_cli.main(['--dataset', 'fake', '--data_dir', data_dir, '--grid', str(grid),
+                           '--size', '32', '--per_class', '2']) == 0
+  text = capsys.readouterr().out
+  header = next(line for line in text.splitlines() if line.startswith('split'))
+  assert header.split() == ['split', *labels.CANONICAL, 'unknown', 'total']
+  train = next(line for line in text.splitlines() if line.startswith('train')).split()
+  assert train[1:] == ['1', '2', '1', '0', '0', '0', '1', '0', '1', '6']
+  image = Image.open(grid)
+  assert image.width == 8 * (32 + 2) and image.height > 2 * 32
+
+
+def test_errors_say_what_to_do(prepared, monkeypatch, capsys, tmp_path):
+  data_dir, raw, _ = prepared
+  monkeypatch.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
+  assert prepare.main(['--dataset', 'nope', '--manual_dir', raw]) == 2
+  err = capsys.readouterr().err
+  assert 'nope' in err and 'rafdb' in err and 'fake' in err
+  assert prepare.main(['--dataset', 'fake', '--manual_dir', str(tmp_path / 'missing'),
+                       '--data_dir', str(tmp_path)]) == 2
+  assert fake_reader.INFO.layout in capsys.readouterr().err
+  with pytest.raises(ValueError, match='known: synthetic, .*rafdb'):
+    sources.make('nope:test', 0, 16, 0)
+  with pytest.raises(FileNotFoundError, match='python -m ferjax.data.prepare --dataset fake '):
+    sources.make(f'fake:train@{tmp_path}', 0, 16, 0)
+  with pytest.raises(ValueError, match="no split 'val'.*'train'"):
+    sources.make(f'fake:val@{data_dir}', 0, 16, 0)
+  with pytest.raises(ValueError, match='NAME:SPLIT@DATA_DIR'):
+    sources.make('fake:train@', 0, 16, 0)
+  # A reader error stops the run, names the example and leaves no half dataset behind.
+  bad = tmp_path / 'bad'
+  bad.mkdir()
+  (bad / 'labels.txt').write_text('train file gone.png 1 8,8\n')
+  assert prepare.main(['--dataset', 'fake', '--manual_dir', str(bad), '--data_dir',
+                       str(tmp_path / 'out'), '--no_progress']) == 2
+  assert 'gone.png' in capsys.readouterr().err
+  assert not tfds_builder.prepared_versions('fake', str(tmp_path / 'out'))
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(readers.__file__),
+                                                    'folder.py')),
+                    reason='no folder reader')
+def test_folder_reader(tmp_path):
+  rng = np.random.default_rng(0)
+  for split, cls, n in [('train', 'happy', 2), ('train', 'Angry', 1), ('test', 'neutral', 1)]:
+    os.makedirs(tmp_path / 'raw' / split / cls)
+    for i in range(n):
+      Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(
+          tmp_path / 'raw' / split / cls / f'{i}.png')
+  out = str(tmp_path / 'tfds')
+  assert prepare.main(['--dataset', 'folder', '--manual_dir', str(tmp_path / 'raw'),
+                       '--data_dir', out, '--splits', 'train,test', '--no_progress']) == 0
+  src = sources.make(f'folder:train@{out}', 0, 16, 0)
+  assert src.class_names == labels.class_names('affectnet7')     # no contempt folder
+  assert sorted(int(src[i]['label']) for i in range(len(src))) == [1, 1, 6]  # happy, anger
+  assert len(sources.make(f'folder:test@{out}', 0, 16, 0)) == 1
