@@ -79,7 +79,20 @@ def prepare(name: str, manual_dir: str, data_dir: str | None = None, options: di
       if os.path.isdir(root) and not os.listdir(root):
         os.rmdir(root)
       raise
-  return {split: builder.info.splits[split].num_examples for split in builder.info.splits}
+  counts = {split: builder.info.splits[split].num_examples for split in builder.info.splits}
+  skipped = {split: tfds_builder.SKIPPED.get((name, split), []) for split in counts}
+  if any(skipped.values()):
+    path = os.path.join(data_dir, name, 'skipped_images.txt')
+    with open(path, 'w') as f:
+      for split, items in skipped.items():
+        for key, reason in items:
+          f.write(f'{split}\t{key}\t{reason}\n')
+    n = sum(map(len, skipped.values()))
+    first = next(r for items in skipped.values() for _, r in items)
+    print(f'skipped {n} unreadable image(s) '
+          f'({", ".join(f"{s}: {len(v)}" for s, v in skipped.items() if v)}); e.g. {first}; '
+          f'all listed in {path}', file=sys.stderr)
+  return counts
 
 
 def format_counts(name: str, data_dir: str, counts: dict[str, int]) -> str:

@@ -58,7 +58,16 @@ FEATURE_SHAPES = {
 # What an example without the feature stores; floats not listed get NaN. A missing va_valid
 # claims nothing: the values themselves (NaN when missing) decide.
 FEATURE_FILL = {'votes': 0, 'va_valid': True}
-BUILDER_OPTIONS = {'crop_box': False, 'crop_margin': 0.0}
+# bad_images: 'skip' (default) leaves out an image that cannot be decoded (missing bytes,
+# truncated or corrupt file) and counts it: `prepare` reports them at the end and writes their
+# keys and reasons to DATA_DIR/NAME/skipped_images.txt; 'error' stops at the first one.
+BUILDER_OPTIONS = {'crop_box': False, 'crop_margin': 0.0, 'bad_images': 'skip'}
+# (dataset name, split) -> [(key, reason)] of the images skipped by the last build.
+SKIPPED: dict[tuple[str, str], list[tuple[str, str]]] = {}
+
+
+class BadImage(readers.ReaderError):
+  """An image file that cannot be read or decoded."""
 # Encodings that every TFDS image decoder reads; anything else is converted to PNG.
 _KEPT_FORMATS = ('PNG', 'JPEG')
 
@@ -201,7 +210,7 @@ def _read_image_bytes(image, where: str) -> bytes | np.ndarray:
       with open(image, 'rb') as f:
         return f.read()
     except OSError as e:
-      raise readers.ReaderError(f'{where}: cannot read image file {os.fspath(image)!r}: {e}')
+      raise BadImage(f'{where}: cannot read image file {os.fspath(image)!r}: {e}')
   if isinstance(image, (bytes, bytearray)):
     return bytes(image)
   if isinstance(image, np.ndarray):
@@ -234,10 +243,11 @@ def encode_image(image, where: str, crop=None) -> tuple[bytes, tuple[int, int]]:
     try:
       pil = Image.open(io.BytesIO(data))
       fmt = pil.format
-      if crop is not None or fmt not in _KEPT_FORMATS:
-        pil.load()
+      # Always decode fully, also when the bytes are stored as they are: a truncated JPEG
+      # must fail here, not in the middle of a training run.
+      pil.load()
     except Exception as e:  # Pillow raises several types for broken files
-      raise readers.ReaderError(f'{where}: cannot decode image: {e}') from e
+      raise BadImage(f'{where}: cannot decode image: {e}') from e
   if crop is None:
     if not isinstance(data, np.ndarray) and fmt in _KEPT_FORMATS:
       return data, (0, 0)
@@ -342,12 +352,24 @@ def builder_class(name: str, manual_dir: str, options: dict | None = None,
     if progress:
       stream = runtime.progress(stream, desc=f'{name} {split}', unit='img')
     seen = set()
+    skipped = SKIPPED.setdefault((name, split), [])
+    skipped.clear()
     for key, example in stream:
       key = str(key)
       if key in seen:   # keys trace examples back to their files: they must be unique
         raise readers.ReaderError(f'{name}: key {key!r} occurs twice in split {split!r}')
       seen.add(key)
-      yield key, to_record(key, example, info, ours, shapes)
+      try:
+        record = to_record(key, example, info, ours, shapes)
+      except BadImage as e:
+        if ours['bad_images'] != 'skip':
+          raise
+        skipped.append((key, str(e)))
+        continue
+      yield key, record
+    if seen and len(skipped) == len(seen):
+      raise readers.ReaderError(f'{name}: no readable image in split {split!r} '
+                                f'({len(skipped)} skipped), e.g. {skipped[0][1]}')
     if not seen:
       raise readers.ReaderError(f'{name}: split {split!r} has no examples under {manual_dir} '
                                 f'(expected layout: {info.layout or "see the reader module"})')

@@ -200,3 +200,35 @@ def test_folder_reader(tmp_path):
   assert src.class_names == labels.class_names('affectnet7')     # no contempt folder
   assert sorted(int(src[i]['label']) for i in range(len(src))) == [1, 1, 6]  # happy, anger
   assert len(sources.make(f'folder:test@{out}', 0, 16, 0)) == 1
+
+
+def test_bad_images_are_skipped_counted_and_listed(tmp_path, capsys):
+  """Truncated/corrupt files are decoded at prepare time, skipped and reported; CMYK, RGBA and
+  grey images are kept and read back as RGB."""
+  rng = np.random.default_rng(0)
+  d = tmp_path / 'raw' / 'train' / 'happy'
+  os.makedirs(d)
+  Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / 'good.jpg')
+  Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).convert('CMYK').save(
+      d / 'cmyk.jpg')
+  Image.fromarray(rng.integers(0, 256, (20, 20, 4), dtype=np.uint8), 'RGBA').save(d / 'a.png')
+  Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(d / 'grey.png')
+  full = (d / 'good.jpg').read_bytes()
+  (d / 'truncated.jpg').write_bytes(full[:len(full) // 2])
+  (d / 'garbage.png').write_bytes(b'not an image at all')
+  out = str(tmp_path / 'tfds')
+  args = ['--dataset', 'folder', '--manual_dir', str(tmp_path / 'raw'), '--data_dir', out,
+          '--splits', 'train', '--no_progress']
+  assert prepare.main(args) == 0
+  err = capsys.readouterr().err
+  assert 'skipped 2 unreadable image(s) (train: 2)' in err
+  listed = (tmp_path / 'tfds' / 'folder' / 'skipped_images.txt').read_text()
+  assert 'truncated' in listed and 'garbage' in listed
+  src = sources.make(f'folder:train@{out}', 0, 16, 0)
+  assert len(src) == 4
+  assert all(src[i]['image'].shape == (16, 16, 3) for i in range(4))
+  # bad_images=error stops at the first one, naming it, and leaves no dataset behind.
+  out2 = str(tmp_path / 'tfds2')
+  assert prepare.main(args[:5] + [out2, '--option', 'bad_images=error'] + args[6:]) == 2
+  assert 'cannot decode image' in capsys.readouterr().err
+  assert not os.path.exists(os.path.join(out2, 'folder'))
