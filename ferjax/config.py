@@ -50,6 +50,21 @@ def base_config() -> ml_collections.ConfigDict:
       rotate_deg=10.0,
       brightness=0.2,
       contrast=0.2,
+      # The rest are off at these values (ferjax.data.augment says which paper uses which).
+      scale=(1.0, 1.0),          # random affine zoom range
+      shear_deg=0.0,
+      rrc_scale=(1.0, 1.0),      # random resized crop: area fraction range ((0.08, 1) = torch)
+      rrc_ratio=(3 / 4, 4 / 3),
+      perspective=0.0,           # corner distortion scale (torchvision's 0.5 when on)
+      perspective_p=0.5,
+      saturation=0.0,
+      hue=0.0,                   # max hue shift, fraction of a turn (<= 0.5)
+      grayscale_p=0.0,
+      noise_std=0.0,             # Gaussian noise std on the uint8 scale (CAFE: sqrt(30))
+      noise_p=0.5,
+      erasing_p=0.0,             # random erasing probability (CAFE: 0.5, torchvision default)
+      erasing_scale=(0.02, 0.33),
+      erasing_ratio=(0.3, 3.3),
       # Normalisation applied on device after augmentation (ImageNet statistics).
       mean=(0.485, 0.456, 0.406),
       std=(0.229, 0.224, 0.225),
@@ -69,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
       b1=0.9, b2=0.999, eps=1e-8,
       schedule='cosine', decay_rate=0.9, decay_per='epoch', step_epochs=(),
       warmup_epochs=1.0, min_lr=0.0, clip_norm=0.0, decay_mask='all',
+      t_max_steps=0,             # schedule='cosine_periodic': torch CosineAnnealingLR's T_max
   ))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -79,6 +95,8 @@ def base_config() -> ml_collections.ConfigDict:
       keep=3,                    # checkpoints kept
       resume='',                 # a workdir or checkpoint dir to continue from
       init_from='',              # a checkpoint whose params start a new run
+      init_exclude='',           # init_from: comma-separated params left at their fresh init
+                                 # (a module path such as 'classifier_5', or a glob 'classifier_*')
       max_steps=0,               # stop after this many steps (0 = epochs decide)
   ))
 
