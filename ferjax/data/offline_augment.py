@@ -1,0 +1,63 @@
+"""Paper 002's offline "append" augmentation: the training set plus a flipped copy and copies
+rotated by +-20 degrees, appended as new examples (the paper enlarges FERPlus this way before
+training, instead of drawing random transforms on the fly).
+
+`Appended(source)` wraps any random-access source (synthetic or prepared): example i of the
+wrapped set is variant i // n of example i % n, where the variants are (identity, flip,
+rotate +angle, rotate -angle, ...). Landmarks move with the image. The example's `index`
+becomes i, so on-device augmentation keys stay distinct per appended copy.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def _rotate(image: np.ndarray, degrees: float) -> np.ndarray:
+  """Counter-clockwise rotation about the centre, same size, edges filled by replication."""
+  pil = Image.fromarray(image)
+  return np.asarray(pil.rotate(degrees, resample=Image.BILINEAR, fillcolor=None))
+
+
+def _rotate_points(xy: np.ndarray, degrees: float, size: int) -> np.ndarray:
+  """(x, y) in [0, 1] of a size x size image, rotated as PIL rotates the pixels."""
+  c = (size - 1) / 2.0
+  t = np.deg2rad(degrees)
+  p = xy * (size - 1) - c
+  # PIL's counter-clockwise rotation in image coordinates (y down).
+  x = p[:, 0] * np.cos(t) + p[:, 1] * np.sin(t)
+  y = -p[:, 0] * np.sin(t) + p[:, 1] * np.cos(t)
+  return (np.stack([x, y], 1) + c) / (size - 1)
+
+
+class Appended:
+  """The base set, then a flipped copy, then one copy per rotation angle."""
+
+  def __init__(self, source, flip: bool = True, rotations=(20.0, -20.0)):
+    self.source, self.n = source, len(source)
+    self.variants = [('id', 0.0)] + ([('flip', 0.0)] if flip else []) + [
+        ('rot', float(a)) for a in rotations]
+
+  def __len__(self) -> int:
+    return self.n * len(self.variants)
+
+  def __getitem__(self, i: int) -> dict:
+    if not 0 <= i < len(self):
+      raise IndexError(f'index {i} out of range for {len(self)} examples')
+    kind, angle = self.variants[i // self.n]
+    ex = dict(self.source[i % self.n])
+    image = np.asarray(ex['image'])
+    lm = np.asarray(ex['landmarks'], np.float32) if 'landmarks' in ex else None
+    if kind == 'flip':
+      image = image[:, ::-1].copy()
+      if lm is not None:
+        lm = np.stack([1.0 - lm[:, 0], lm[:, 1]], 1)
+    elif kind == 'rot':
+      image = _rotate(image, angle)
+      if lm is not None:
+        lm = _rotate_points(lm, angle, image.shape[0])
+    ex['image'] = image
+    if lm is not None:
+      ex['landmarks'] = lm.astype(np.float32)
+    ex['index'] = np.int32(i)
+    return ex
