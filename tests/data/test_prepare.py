@@ -232,3 +232,15 @@ def test_bad_images_are_skipped_counted_and_listed(tmp_path, capsys):
   assert prepare.main(args[:5] + [out2, '--option', 'bad_images=error'] + args[6:]) == 2
   assert 'cannot decode image' in capsys.readouterr().err
   assert not os.path.exists(os.path.join(out2, 'folder'))
+
+
+def test_training_and_eval_run_on_a_prepared_dataset(prepared, monkeypatch, tmp_path):
+  from ferjax import trainer
+  from tests.test_train import smoke
+  data_dir, _, expected = prepared
+  monkeypatch.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
+  cfg = smoke(**{'data.train': f'fake:train@{data_dir}', 'batch_size': 2, 'eval_batch_size': 8,
+                 'mesh.data': 2,
+                 'data.eval_sets': f'fake:test@{data_dir}', 'train.max_steps': 2})
+  reports = trainer.train(cfg, str(tmp_path / 'run'))
+  assert reports['fake:test@' + data_dir]['n'] == len(expected['test'])
