@@ -92,6 +92,9 @@ def classification_report(labels: np.ndarray, probs: np.ndarray,
   accuracy = float(np.mean(y_true == y_pred)) if n else 0.0
   macro_f1 = float(np.mean(f1))
   weighted_f1 = float(np.sum(f1 * support) / n) if n else 0.0
+  # Support-weighted P / R as sklearn's 'weighted avg' (CAGE reports these; weighted recall
+  # equals accuracy), and their unweighted means over all K classes like macro_f1.
+  weighted = (lambda v: float(np.sum(v * support) / n) if n else 0.0)
   balanced = float(np.mean(recall[present])) if present.any() else 0.0
 
   per_class = {
@@ -107,6 +110,10 @@ def classification_report(labels: np.ndarray, probs: np.ndarray,
     'accuracy': accuracy,
     'macro_f1': macro_f1,
     'weighted_f1': weighted_f1,
+    'weighted_precision': weighted(precision),
+    'weighted_recall': weighted(recall),
+    'macro_precision': float(np.mean(precision)),
+    'macro_recall': float(np.mean(recall)),
     'balanced_accuracy': balanced,
     'per_class': per_class,
     'confusion': conf.astype(int).tolist(),
@@ -172,6 +179,99 @@ def regression_report(target: np.ndarray, pred: np.ndarray,
     report[name] = stats
   report['mean_ccc'] = float(np.mean(cccs)) if cccs else 0.0
   report['n'] = n
+  return report
+
+
+def concat_regression_official(target: np.ndarray, pred: np.ndarray,
+                               mask: Optional[np.ndarray] = None) -> dict:
+  """CAGE's single-number V/A metrics: MSE, MAE, RMSE and CCC over the dimensions *concatenated*
+  (all valence values, then all arousal values), as models/evaluation.py of the official code
+  computes them. Its CCC mixes conventions: the numerator uses np.cov (ddof 1), the variances
+  np.var (ddof 0), so it is not the per-dimension CCC of `regression_report`; report it under a
+  name that says so.
+
+  Returns ``{mse, mae, rmse, ccc, n}`` (n = rows, each contributing D values).
+  """
+  target = np.asarray(target, np.float64)
+  pred = np.asarray(pred, np.float64)
+  if target.ndim == 1:
+    target, pred = target[:, None], pred[:, None]
+  if target.shape != pred.shape:
+    raise ValueError(f'target {target.shape} and pred {pred.shape} differ')
+  keep = _row_keep(target.shape[0], mask)
+  t, p = target[keep].T.reshape(-1), pred[keep].T.reshape(-1)   # dim-major, as list(v) + list(a)
+  if t.size < 2:
+    return dict(mse=0.0, mae=0.0, rmse=0.0, ccc=0.0, n=int(keep.sum()))
+  err = p - t
+  mse = float(np.mean(err ** 2))
+  cov = np.sum((t - t.mean()) * (p - p.mean())) / (t.size - 1)   # np.cov(t, p)[0, 1]
+  den = t.var() + p.var() + (t.mean() - p.mean()) ** 2
+  return dict(mse=mse, mae=float(np.mean(np.abs(err))), rmse=float(np.sqrt(mse)),
+              ccc=float(2.0 * cov / den) if den > 0 else 0.0, n=int(keep.sum()))
+
+
+def abs_error_curve(target: np.ndarray, pred: np.ndarray,
+                    names: Sequence[str] = ('valence', 'arousal'),
+                    bounds: Optional[Sequence[float]] = None,
+                    mask: Optional[np.ndarray] = None) -> dict:
+  """Share of predictions whose absolute error is within each bound, per dimension: the curve
+  of CAGE's Fig. 10 ("80% of the valence and arousal predictions differ only +-0.3").
+
+  Returns ``{'bounds': [...], name: [share per bound], ..., 'n': int}``; bounds default to
+  0, 0.05, ..., 1.0 (V/A live in [-1, 1]).
+  """
+  target = np.asarray(target, np.float64)
+  pred = np.asarray(pred, np.float64)
+  if target.ndim == 1:
+    target, pred = target[:, None], pred[:, None]
+  if target.shape != pred.shape or len(names) != target.shape[1]:
+    raise ValueError(f'target {target.shape}, pred {pred.shape} and {len(names)} names differ')
+  bounds = np.round(np.linspace(0.0, 1.0, 21), 4) if bounds is None else np.asarray(bounds)
+  keep = _row_keep(target.shape[0], mask)
+  err = np.abs(pred[keep] - target[keep])                        # (n, D)
+  out: Dict[str, object] = {'bounds': [float(b) for b in bounds]}
+  for d, name in enumerate(names):
+    share = (err[:, d][:, None] <= bounds[None, :] + 1e-12).mean(0) if len(err) else 0 * bounds
+    out[str(name)] = [float(v) for v in share]
+  out['n'] = int(keep.sum())
+  return out
+
+
+def multilabel_report(targets: np.ndarray, scores: np.ndarray, names: Sequence[str],
+                      k: int = 3, mask: Optional[np.ndarray] = None) -> dict:
+  """Multi-label (EMOTIC-style) metrics from per-category scores.
+
+  * ``top{k}_accuracy``: share of rows whose k highest-scoring categories include at least one
+    true category (top-k hit rate). CAGE's Table 8 reports a "top-3 accuracy" without defining
+    it; this is the usual reading, and ``precision_at_{k}`` is the stricter one.
+  * ``precision_at_{k}``: mean share of the k highest-scoring categories that are true.
+  * ``mean_ap`` (and ``per_class_ap``): average precision per category (sklearn), averaged over
+    the categories that have a positive example; EMOTIC's standard metric.
+  Rows with no true category carry no label and are excluded, like masked rows.
+  """
+  from sklearn.metrics import average_precision_score
+  targets = np.asarray(targets, np.float64) > 0.5
+  scores = np.asarray(scores, np.float64)
+  if targets.shape != scores.shape or targets.ndim != 2 or len(names) != targets.shape[1]:
+    raise ValueError(f'targets {targets.shape}, scores {scores.shape} and {len(names)} names '
+                     'must agree as [N, M]')
+  keep = _row_keep(targets.shape[0], mask) & targets.any(-1)
+  t, s = targets[keep], scores[keep]
+  n = int(t.shape[0])
+  report: Dict[str, object] = {'n': n}
+  if n == 0:
+    report.update({f'top{k}_accuracy': 0.0, f'precision_at_{k}': 0.0, 'mean_ap': 0.0,
+                   'per_class_ap': {str(c): 0.0 for c in names}})
+    return report
+  top = np.argsort(-s, axis=-1, kind='stable')[:, :k]             # (n, k)
+  hits = np.take_along_axis(t, top, axis=-1)
+  report[f'top{k}_accuracy'] = float(np.mean(hits.any(-1)))
+  report[f'precision_at_{k}'] = float(np.mean(hits.mean(-1)))
+  aps = {str(c): (float(average_precision_score(t[:, j], s[:, j])) if t[:, j].any() else None)
+         for j, c in enumerate(names)}
+  valid = [v for v in aps.values() if v is not None]
+  report['mean_ap'] = float(np.mean(valid)) if valid else 0.0
+  report['per_class_ap'] = {c: (0.0 if v is None else v) for c, v in aps.items()}
   return report
 
 

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 _OPTIMIZERS = ('adam', 'adamw', 'sgd')
-_SCHEDULES = ('constant', 'cosine', 'exponential', 'step')
+_SCHEDULES = ('constant', 'cosine', 'cosine_epoch', 'cosine_periodic', 'exponential', 'step')
 _DECAY_PER = ('epoch', 'step')
 _DECAY_MASKS = ('all', 'no_bias_norm')
 
@@ -90,6 +90,16 @@ def build_schedule(cfg: Any, steps_per_epoch: int,
   * ``constant``:    ``lr``
   * ``cosine``:      ``min_lr + (lr - min_lr) * (1 + cos(pi * t / T)) / 2``
     with ``T = total_steps - warmup_steps``; held at ``min_lr`` after T.
+  * ``cosine_epoch``: the cosine above, but ``t`` and ``T`` counted in whole
+    epochs (``floor(t / steps_per_epoch)`` over ``T / steps_per_epoch``): torch
+    ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch, a staircase.
+  * ``cosine_periodic``: torch ``CosineAnnealingLR(T_max=t_max_steps)`` stepped
+    every iteration and *never clamped*: ``min_lr + (lr - min_lr) * (1 +
+    cos(pi * t / t_max_steps)) / 2`` for every t, so the lr falls to
+    ``min_lr`` at ``t_max_steps``, climbs back to ``lr`` at ``2 t_max_steps``
+    and repeats (torch's recursive form follows the same closed form).  CAGE's
+    official scripts use it with ``T_max = 128 * 20 = 2560`` iterations, about
+    1.1 AffectNet epochs, so their lr oscillates through the run.
   * ``exponential``: ``lr * decay_rate ** (t / steps_per_epoch)``, with the
     exponent floored when ``decay_per == 'epoch'`` (torch ``ExponentialLR``
     stepped once per epoch) and continuous when ``decay_per == 'step'``.
@@ -126,6 +136,28 @@ def build_schedule(cfg: Any, steps_per_epoch: int,
       del step
       frac = jnp.clip(t / decay_steps, 0.0, 1.0)
       return min_lr + (lr - min_lr) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+  elif kind == 'cosine_epoch':
+    min_lr = _check_nonneg('min_lr', _field(cfg, 'min_lr'))
+    if min_lr > lr:
+      raise ValueError(f'optim.min_lr={min_lr!r} exceeds optim.lr={lr!r}')
+    decay_epochs = max((total - warmup_steps) / spe, 1.0)
+
+    def main(t, step):
+      del step
+      frac = jnp.clip(jnp.floor(t / spe) / decay_epochs, 0.0, 1.0)
+      return min_lr + (lr - min_lr) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+  elif kind == 'cosine_periodic':
+    min_lr = _check_nonneg('min_lr', _field(cfg, 'min_lr'))
+    if min_lr > lr:
+      raise ValueError(f'optim.min_lr={min_lr!r} exceeds optim.lr={lr!r}')
+    t_max = cfg.get('t_max_steps', 0) if hasattr(cfg, 'get') else 0
+    if not int(t_max) >= 1:
+      raise ValueError(f"optim.t_max_steps={t_max!r} must be >= 1 for schedule='cosine_periodic'")
+    t_max = float(t_max)
+
+    def main(t, step):
+      del step
+      return min_lr + (lr - min_lr) * 0.5 * (1.0 + jnp.cos(jnp.pi * t / t_max))
   elif kind == 'exponential':
     rate = _check_nonneg('decay_rate', _field(cfg, 'decay_rate'))
     per = _field(cfg, 'decay_per')

@@ -162,3 +162,27 @@ def plot_va_scatter(target, pred, path, title: str = '',
   if title:
     fig.suptitle(title)
   return _save(fig, path)
+
+
+def plot_abs_error_curve(curve: dict, path, title: str = '') -> str:
+  """Share of predictions within an absolute-error bound, one line per dimension (CAGE Fig. 10).
+
+  ``curve`` is :func:`ferjax.metrics.abs_error_curve`'s dict: ``bounds`` and one list of shares
+  per dimension name (``n`` is ignored). A dotted guide marks the paper's reading at +-0.3.
+  """
+  bounds = np.asarray(curve['bounds'], np.float64)
+  dims = [k for k in curve if k not in ('bounds', 'n')]
+  fig = _new_figure((5.0, 4.0))
+  ax = fig.add_subplot(1, 1, 1)
+  for name in dims:
+    ax.plot(bounds, 100.0 * np.asarray(curve[name], np.float64), marker='.', label=name)
+  ax.axvline(0.3, color='grey', lw=0.8, ls=':')
+  ax.set_xlim(bounds.min(), bounds.max())
+  ax.set_ylim(0, 101)
+  ax.set_xlabel('absolute error bound')
+  ax.set_ylabel('predictions within the bound (%)')
+  ax.grid(alpha=0.3)
+  ax.legend(loc='lower right')
+  if title:
+    ax.set_title(title)
+  return _save(fig, path)

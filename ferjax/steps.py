@@ -52,12 +52,27 @@ class Steps:
   abstract_state: TrainState
 
 
+def freeze(tx: optax.GradientTransformation, frozen) -> optax.GradientTransformation:
+  """`tx` on every parameter but those where `frozen(path)` holds; theirs get zero updates
+  (no gradient step, no weight decay, no optimiser state)."""
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: 'frozen' if frozen(tuple(getattr(k, 'key', k) for k in p)) else 'train',
+        params)
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+
+
 def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Steps:
   model, seed = method.model, cfg.seed
+  if getattr(method, 'frozen', None) is not None:
+    tx = freeze(tx, method.frozen)
+  model_inputs = getattr(method, 'model_inputs', None) or (lambda batch: {})
 
   def init(rng):
     variables = model.init({'params': rng, 'dropout': rng}, dummy_input(cfg), train=False)
     params = variables['params']
+    if getattr(method, 'init_params', None) is not None:
+      params = method.init_params(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
 
@@ -73,7 +88,7 @@ def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Step
     def loss_fn(params):
       outputs, mutated = model.apply(_variables(params, state.batch_stats), batch['image'],
                                      train=True, mutable=['batch_stats'],
-                                     rngs={'dropout': dropout_rng})
+                                     rngs={'dropout': dropout_rng}, **model_inputs(batch))
       loss, metrics = method.loss(outputs, batch, state.step)
       return loss, (metrics, mutated.get('batch_stats', {}))
 
@@ -91,7 +106,8 @@ def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Step
 
   def predict_step(state: TrainState, batch: dict):
     batch = augment.eval_preprocess(batch, cfg.augment)
-    outputs = model.apply(_variables(state.params, state.batch_stats), batch['image'], train=False)
+    outputs = model.apply(_variables(state.params, state.batch_stats), batch['image'], train=False,
+                          **model_inputs(batch))
     return method.predict(outputs)
 
   return Steps(

@@ -1,7 +1,8 @@
 """The trainer behind `python -m ferjax.train`: one training loop for every method.
 
 One trainer for every method. Resume order: a checkpoint in the workdir, then
-`config.train.resume`, then `config.train.init_from` (parameters only), then from scratch.
+`config.train.resume`, then `config.train.init_from` (parameters only; those named by
+`config.train.init_exclude`, e.g. a replaced head, keep their fresh init), then from scratch.
 SIGTERM saves a checkpoint and exits cleanly; a non-finite loss stops the run with the last
 good checkpoint intact.
 """
@@ -75,11 +76,16 @@ class Run:
   def fresh_state(self):
     return self.steps.init(jax.random.key(self.cfg.seed))
 
-  def restore_params(self, mngr: checkpoint.Manager, step=None):
-    """A fresh state whose params/batch_stats come from a checkpoint (eval, init_from)."""
+  def restore_params(self, mngr: checkpoint.Manager, step=None, exclude=()):
+    """A fresh state whose params/batch_stats come from a checkpoint (eval, init_from).
+
+    `exclude` (config.train.init_exclude) keeps those parameters at their fresh init, e.g. a
+    replaced head; see checkpoint.Manager.restore.
+    """
     state = self.fresh_state().tree()
-    restored = mngr.restore(self.abstract, step=step, params_only=True)
-    state.update(restored)
+    restored = mngr.restore(self.abstract, step=step, params_only=True, exclude=exclude)
+    for k, v in restored.items():
+      state[k] = checkpoint.merge(state[k], v) if exclude else v
     return steps_lib.TrainState.from_tree(state)
 
 
@@ -134,7 +140,8 @@ def _initial_state(run: Run, mngr: checkpoint.Manager, data_iter):
     return steps_lib.TrainState.from_tree(other.restore(run.abstract, data_iter)), 'resume'
   if cfg.train.init_from:
     other = checkpoint.Manager(cfg.train.init_from, read_only=True)
-    return run.restore_params(other), 'init_from'
+    exclude = [p.strip() for p in cfg.train.init_exclude.split(',') if p.strip()]
+    return run.restore_params(other, exclude=exclude), 'init_from'
   return run.fresh_state(), 'scratch'
 
 

@@ -250,3 +250,40 @@ def test_nesterov_without_momentum_raises():
   with pytest.raises(ValueError, match='nesterov'):
     optim.build_optimizer(make_cfg(name='sgd', momentum=0.0, nesterov=True),
                 SPE, TOTAL)
+
+
+# --------------------------------------------------------------------------
+# cosine variants (CAGE: per-epoch, and the official per-iteration quirk)
+# --------------------------------------------------------------------------
+
+
+def test_cosine_epoch_is_a_staircase_over_epochs():
+  cfg = make_cfg(schedule='cosine_epoch', min_lr=0.0)
+  epochs = TOTAL // SPE
+  for step in (0, 9, 10, 35, 99):
+    e = step // SPE
+    hand = 0.05 * (1 + math.cos(math.pi * e / epochs))
+    assert lr_at(cfg, step) == pytest.approx(hand, rel=1e-6, abs=1e-9)
+  assert lr_at(cfg, 10) == lr_at(cfg, 19)
+
+
+def test_cosine_periodic_matches_torch_cosine_annealing_stepped_per_iteration():
+  torch = pytest.importorskip('torch')
+  t_max = 8
+  cfg = make_cfg(schedule='cosine_periodic', t_max_steps=t_max, min_lr=0.01)
+  param = torch.nn.Parameter(torch.zeros(1))
+  opt = torch.optim.AdamW([param], lr=0.1)
+  sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max, eta_min=0.01)
+  want = []
+  for _ in range(5 * t_max):   # the scripts: optimizer.step(), then scheduler.step()
+    want.append(opt.param_groups[0]['lr'])
+    opt.step()
+    sched.step()
+  got = optim.build_schedule(cfg, SPE, TOTAL)(jnp.arange(5 * t_max))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  assert min(want) == pytest.approx(0.01) and want[2 * t_max] == pytest.approx(0.1)
+
+
+def test_cosine_periodic_needs_t_max():
+  with pytest.raises(ValueError, match='t_max_steps'):
+    lr_at(make_cfg(schedule='cosine_periodic'), 0)

@@ -61,6 +61,22 @@ def _pad_like(example: dict) -> dict:
   return out
 
 
+def method_transform(cfg, spec: str, source, seed: int):
+  """The method's per-example addition for this dataset, `f(example, position) -> example`.
+
+  A method module may define `pipeline_transform(cfg, spec, source, seed)` (returning such a
+  function, or None); CAFE adds its cached CLIP features this way. Other methods: identity.
+  """
+  import importlib
+
+  from ferjax import methods
+  name = cfg.get('method', 'baseline')
+  module = methods.REGISTRY.get(name)
+  hook = getattr(importlib.import_module(module), 'pipeline_transform', None) if module else None
+  fn = hook(cfg, spec, source, seed) if hook is not None else None
+  return fn or (lambda example, position: example)
+
+
 def local_batch_size(global_batch: int) -> int:
   n = jax.process_count()
   if global_batch % n:
@@ -85,7 +101,8 @@ def train_dataset(cfg, seed: int) -> grain.IterDataset:
   lo = jax.process_index() * lb
   order = grain.MapDataset.range(len(src)).shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
   ds = order.batch(cfg.batch_size, drop_remainder=True)
-  ds = ds.map(lambda ids: collate([standardize(src[int(i)], num_classes)
+  extra = method_transform(cfg, cfg.data.train, src, seed)
+  ds = ds.map(lambda ids: collate([extra(standardize(src[int(i)], num_classes), int(i))
                                    for i in ids[lo:lo + lb]]))
   iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.data.num_threads,
                                                  prefetch_buffer_size=max(cfg.data.prefetch,
@@ -123,6 +140,7 @@ class EvalSet:
     self.global_batch = cfg.eval_batch_size
     self.local_batch = local_batch_size(cfg.eval_batch_size)
     self.threads = cfg.data.num_threads
+    self.extra = method_transform(cfg, spec, self.source, seed)
 
   def __len__(self):
     return len(self.source)
@@ -132,7 +150,8 @@ class EvalSet:
     return math.ceil(len(self.source) / self.global_batch)
 
   def _example(self, i: int) -> dict:
-    ex = standardize(self.source[min(i, len(self.source) - 1)], self.num_classes)
+    last = min(i, len(self.source) - 1)
+    ex = self.extra(standardize(self.source[last], self.num_classes), last)
     return ex if i < len(self.source) else _pad_like(ex)
 
   def local_batches(self) -> Iterator[dict]:

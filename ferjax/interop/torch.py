@@ -9,6 +9,8 @@ side are an error that names them: a partial load is never silent.
 
   from_torch(arch, state_dict, ignore=(), **overrides) -> variables
   to_torch(arch, variables, **overrides) -> state_dict (torch tensors)
+Each also takes `input_shape=` to trace the module at another NHWC size than the ArchMap's (a
+reduced MaxViT whose partition size does not tile 224 x 224, for instance).
   load_state_dict(path) -> {name: np.ndarray}  (safetensors or torch.load(weights_only=True))
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ _FAMILIES = {
     'maxvit_t': 'ferjax.interop.maxvit',
     'mobilevitv2_100': 'ferjax.interop.mobilevit',
     'clip_vit_b32': 'ferjax.interop.clip',
+    'cafe': 'ferjax.interop.cafe',
 }
 _REGISTRY: dict[str, 'ArchMap'] = {}
 
@@ -120,26 +123,27 @@ def get(arch: str) -> ArchMap:
 _ABSTRACT_CACHE: dict = {}
 
 
-def abstract_variables(arch: str, **overrides) -> dict:
+def abstract_variables(arch: str, input_shape=None, **overrides) -> dict:
   """The Flax variable tree (ShapeDtypeStructs) of `arch` built with `overrides` (cached: tracing
-  a deep model costs seconds, and a conversion needs it in both directions)."""
+  a deep model costs seconds, and a conversion needs it in both directions). `input_shape`
+  replaces the ArchMap's example input (NHWC) for modules that cannot trace at that size."""
   try:
-    key = (arch, tuple(sorted(overrides.items())))
+    key = (arch, input_shape and tuple(input_shape), tuple(sorted(overrides.items())))
     hash(key)
   except TypeError:   # an unhashable override (a list): trace every time
     key = None
   if key is not None and key in _ABSTRACT_CACHE:
     return _ABSTRACT_CACHE[key]
-  tree = _abstract_variables(arch, **overrides)
+  tree = _abstract_variables(arch, input_shape, **overrides)
   if key is not None:
     _ABSTRACT_CACHE[key] = tree
   return tree
 
 
-def _abstract_variables(arch: str, **overrides) -> dict:
+def _abstract_variables(arch: str, input_shape=None, **overrides) -> dict:
   m = get(arch)
   module = m.build(**overrides)
-  x = jnp.zeros(tuple(m.input_shape), jnp.float32)
+  x = jnp.zeros(tuple(input_shape or m.input_shape), jnp.float32)
   return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x, **m.init_kwargs))
 
 
@@ -193,7 +197,7 @@ def _short(keys, n=12) -> str:
 
 
 def from_torch(arch: str, state_dict: Mapping[str, Any], ignore: Sequence[str] = (),
-               **overrides) -> dict:
+               input_shape=None, **overrides) -> dict:
   """A reference state_dict -> ferjax variables ({'params': ..., 'batch_stats': ...}).
 
   `ignore`: torch key prefixes to drop on purpose (e.g. ('fc.',) to keep only a backbone).
@@ -201,7 +205,7 @@ def from_torch(arch: str, state_dict: Mapping[str, Any], ignore: Sequence[str] =
   """
   m = get(arch)
   sd = {k: v for k, v in state_dict.items() if not any(k.startswith(p) for p in ignore)}
-  abstract = abstract_variables(arch, **overrides)
+  abstract = abstract_variables(arch, input_shape, **overrides)
   names = _names(arch, abstract)
   wanted = {key for key, _ in names.values()}
   extra = set(m.extra_torch(sd))
@@ -232,10 +236,11 @@ def from_torch(arch: str, state_dict: Mapping[str, Any], ignore: Sequence[str] =
   return _nest(flat)
 
 
-def to_numpy_state_dict(arch: str, variables: Mapping, **overrides) -> dict[str, np.ndarray]:
+def to_numpy_state_dict(arch: str, variables: Mapping, input_shape=None,
+                        **overrides) -> dict[str, np.ndarray]:
   """ferjax variables -> {torch key: np.ndarray}, strict about the tree's keys and shapes."""
   m = get(arch)
-  abstract = abstract_variables(arch, **overrides)
+  abstract = abstract_variables(arch, input_shape, **overrides)
   names = _names(arch, abstract)
   flat_abs, flat = _leaves(abstract), _leaves(variables)
   missing = sorted('/'.join(p) for p in names if p not in flat)
@@ -257,11 +262,11 @@ def to_numpy_state_dict(arch: str, variables: Mapping, **overrides) -> dict[str,
   return out
 
 
-def to_torch(arch: str, variables: Mapping, **overrides) -> dict:
+def to_torch(arch: str, variables: Mapping, input_shape=None, **overrides) -> dict:
   """ferjax variables -> a PyTorch state_dict (needs torch) for the reference model."""
   import torch
   return {k: torch.from_numpy(v.copy()) for k, v in
-          to_numpy_state_dict(arch, variables, **overrides).items()}
+          to_numpy_state_dict(arch, variables, input_shape, **overrides).items()}
 
 
 def bn_tracked(keys: Mapping[str, Any]) -> dict[str, Callable[[], np.ndarray]]:

@@ -5,7 +5,18 @@
 - `loss(outputs, batch, step) -> (scalar loss, dict of scalar metrics)`;
 - `predict(outputs) -> dict` of what evaluation and export read (`probs`, `va`, `landmarks`).
 
-The trainer, checkpointing and evaluation only ever see this triple.
+The trainer, checkpointing and evaluation only ever see this triple. Optional fields, all
+off by default, cover methods with extra inputs or frozen parts (CAFE):
+
+- `model_inputs(batch) -> dict`: extra keyword arguments for `model.apply` taken from the batch
+  (e.g. `{'features': batch['features']}`);
+- `frozen(path) -> bool`: parameters (path = tuple of keys) that steps.py never updates: their
+  updates are zeroed by `optax.multi_transform`, so no gradient step and no weight decay;
+- `init_params(params) -> params`: replaces freshly initialised parameters (pretrained weights).
+
+A method module may also define `pipeline_transform(cfg, spec, source, seed)` (per-example
+additions such as cached features, read by data/pipeline.py) and `report(cfg, state, specs,
+out_dir)` (method pictures, called by evaluate.py when it writes files).
 """
 from __future__ import annotations
 
@@ -22,6 +33,9 @@ class Method:
   loss: Callable[[dict, dict, Any], tuple[Any, dict]]
   predict: Callable[[dict], dict]
   class_names: tuple[str, ...]
+  model_inputs: Callable[[dict], dict] | None = None
+  frozen: Callable[[tuple], bool] | None = None
+  init_params: Callable[[Any], Any] | None = None
 
 
 # Method name -> module with `build(cfg) -> Method`; imported lazily (each pulls its own

@@ -1,0 +1,317 @@
+"""CAFE (paper 000, ECCV'24): sigmoid masks on frozen CLIP features, channel separation and a
+channel-diverse loss. Official code: zyh-uaiaaaa/Generalizable-FER code/ours_CAFE.py (notes
+reference-implementations.md section 1).
+
+Model: F = CLIP(x) (frozen, (B, D), D = 512); mask net = ResNet-18 trunk + global average pool,
+no fc, giving h (B, D); M = sigmoid(h) (eq. 1). h follows a ReLU, so M lies in [0.5, 1), as the
+official code has it. z = M * F; prediction = fc(z) (l_cls), in training and in testing.
+
+Channel separation (eqs. 4-6): z is cut into L = num_classes pieces along channels: the first
+L - 1 pieces have floor(D / L) channels and the last takes the rest (512 / 7: 73 x 6 + 74, the
+code's `[1]*63+[0]*10` x 6 + `[1]*64+[0]*10`; 8 classes: 64 x 8). In each piece `num_drop` = 10
+channels are dropped (zeroed, no rescaling) by ONE mask shared by the whole batch, redrawn every
+step (the code's `Mask()` shuffles with Python `random` on every call); here it comes from
+fold_in(key(seed), step) so it is deterministic in (seed, step). The max over each piece gives
+L logits; l_sep = CE(logits, y) (eq. 6).
+
+Channel-diverse loss (eqs. 7-8): l_div = 1 - mean_{b, k}(max of piece k of z_b) / c with
+c = 73 (`div_c`, 0 = size of the first piece). As coded (`1 - mean(sum(branch, 2)) / cnum`), the
+mean runs over B * L, whereas eq. (8) as printed divides the (N, L) sum by N * c only: ferjax
+follows the code (the printed form is L times larger). There is no softmax, so l_div is
+unbounded below: it rewards large per-piece maxima (bounded here only by M < 1 and |F|).
+
+Total: l_cls + lam * l_sep + beta * l_div, lam = 1.5, beta = 5 (Sec. 4, code line `loss1 + 5 *
+MC_loss[1] + 1.5 * MC_loss[0]`).
+
+Where the official code differs from the paper (config `cafe.*`; defaults = paper):
+- pool: 'paper' takes the max over each piece as split above; 'code' is the code's
+  MaxPool(kernel = stride = 73) over the 512 channels: 7 windows of 73 covering channels
+  0..510, so channel 511 is never pooled (and the drop mask's pieces, 73 x 6 + 74, are offset
+  from the pooling windows in the last piece).
+- clip_norm: 'clip' gives CLIP its own normalisation; 'imagenet' is the code (CLIP gets the
+  ResNet's ImageNet-normalised tensor).
+- bgr_eval_sets: comma-separated eval specs fed in BGR order, the code's bug for the AffectNet,
+  SFEW and MMA test loaders (`img = image[:,:,::-1]` computed, `image` transformed).
+- features: 'cached' (default; CLIP on the un-augmented image, computed once, see
+  cafe_features) or 'exact' (CLIP inside the step on the augmented input, frozen via
+  Method.frozen). The code is 'exact'.
+Ablations (Table 2 / 5 / comparisons; `variant` in configs/cafe_synthetic.py): use_mask=False is
+the baseline CLIP + fc; lam = beta = 0 is mask only; beta = 0 is mask + separation; sigmoid=False
+uses h itself as the mask (Table 5); clip_trainable=True with features='exact' and
+use_mask=False is 'CLIP + fine-tune' (CLIP trained with the fc).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ferjax import labels, losses, models
+from ferjax.methods import Method, cafe_features
+
+
+def split_sizes(dim: int, pieces: int) -> tuple[int, ...]:
+  """Piece sizes: floor(dim / pieces) each, the remainder in the last (73 x 6 + 74 for 512/7)."""
+  base = dim // pieces
+  if base < 1:
+    raise ValueError(f'cannot cut {dim} channels into {pieces} pieces')
+  return (base,) * (pieces - 1) + (dim - base * (pieces - 1),)
+
+
+def drop_mask(key, dim: int, pieces: int, num_drop: int) -> jax.Array:
+  """(dim,) float mask with exactly `num_drop` zeros in each piece, uniformly placed.
+
+  One mask for the whole batch, as the code's `Mask(nb_batch)` repeats one list B times.
+  """
+  parts = []
+  for k, size in enumerate(split_sizes(dim, pieces)):
+    if num_drop >= size:
+      raise ValueError(f'num_drop={num_drop} >= piece size {size}')
+    perm = jax.random.permutation(jax.random.fold_in(key, k), size)
+    parts.append((perm >= num_drop).astype(jnp.float32))  # the first num_drop slots are dropped
+  return jnp.concatenate(parts)
+
+
+def step_drop_mask(seed: int, step, dim: int, pieces: int, num_drop: int) -> jax.Array:
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5EB), step)
+  return drop_mask(key, dim, pieces, num_drop)
+
+
+def piece_max(z, pieces: int, pool: str) -> jax.Array:
+  """(B, D) -> (B, L): max over each piece ('paper') or over the code's 73-wide windows."""
+  sizes = split_sizes(z.shape[-1], pieces)
+  if pool == 'code':
+    k = sizes[0]
+    windows = (z.shape[-1] - k) // k + 1   # torch max_pool, no padding, floor mode
+    if windows < pieces:
+      raise ValueError(f'pool=code gives {windows} windows of {k} for {pieces} classes')
+    return z[:, :pieces * k].reshape(z.shape[0], pieces, k).max(-1)
+  if pool != 'paper':
+    raise ValueError(f"cafe.pool={pool!r}; expected 'paper' or 'code'")
+  bounds = np.cumsum((0,) + sizes)
+  return jnp.stack([z[:, a:b].max(-1) for a, b in zip(bounds[:-1], bounds[1:])], -1)
+
+
+def sep_loss(z, label, mask, drop, pieces: int, pool: str):
+  """Eqs. (4)-(6): CE of the per-piece maxima of the channel-dropped features."""
+  return losses.cross_entropy(piece_max(z * drop[None], pieces, pool), label, mask=mask)
+
+
+def div_loss(z, weight, pieces: int, pool: str, c: float):
+  """Eqs. (7)-(8) as coded: 1 - mean over (B, L) of the per-piece maxima / c."""
+  mx = piece_max(z, pieces, pool)                                             # (B, L)
+  w = weight[:, None] * jnp.ones_like(mx)
+  return 1.0 - (mx * w).sum() / jnp.maximum(w.sum(), 1.0) / c
+
+
+class CAFE(nn.Module):
+  """image (B, S, S, 3) normalised by config.augment, features (B, D) or None -> outputs."""
+  num_classes: int
+  feature_dim: int
+  mask_net: nn.Module | None
+  clip: nn.Module | None = None      # exact mode only
+  clip_cfg: Any = None               # exact mode: the config, for clip_input
+  aug_mean: tuple = (0.485, 0.456, 0.406)
+  aug_std: tuple = (0.229, 0.224, 0.225)
+  sigmoid: bool = True
+  clip_trainable: bool = False
+
+  @nn.compact
+  def __call__(self, image, train: bool = False, features=None):
+    if features is None:
+      if self.clip is None:   # cached mode at init time: shapes only
+        features = jnp.zeros((image.shape[0], self.feature_dim), jnp.float32)
+      else:
+        # Undo the pipeline's normalisation, then give CLIP its own input (clip_norm, size).
+        x01 = image * jnp.asarray(self.aug_std) + jnp.asarray(self.aug_mean)
+        features = self.clip(cafe_features.clip_input(x01, self.clip_cfg))
+        if not self.clip_trainable:
+          features = jax.lax.stop_gradient(features)
+    features = features.astype(jnp.float32)                                  # (B, D)
+    out = {'features': features}
+    z = features
+    if self.mask_net is not None:
+      h = self.mask_net(image, train=train).astype(jnp.float32)             # (B, D)
+      if h.shape[-1] != features.shape[-1]:
+        raise ValueError(f'mask net gives {h.shape[-1]} channels, CLIP {features.shape[-1]}')
+      m = jax.nn.sigmoid(h) if self.sigmoid else h
+      z = features * m
+      out['mask'] = m
+    logits = nn.Dense(self.num_classes, name='fc')(z)
+    out.update(embedding=z, logits=logits, probs=jax.nn.softmax(logits))
+    return out
+
+
+def mask_net_dim(m) -> int:
+  return int(m.width) * 2 ** (len(m.stage_sizes) - 1)
+
+
+def build_model(cfg) -> CAFE:
+  m, c = cfg.model, cfg.cafe
+  mask_net = None
+  if c.use_mask:
+    mask_net = models.build(m.backbone, dtype=jnp.dtype(m.dtype), width=m.width,
+                            stage_sizes=tuple(m.stage_sizes), bn_momentum=m.bn_momentum)
+  clip = cafe_features.clip_module(cfg) if c.features == 'exact' else None
+  if c.features not in ('cached', 'exact'):
+    raise ValueError(f"cafe.features={c.features!r}; expected 'cached' or 'exact'")
+  dim = dict(c.clip_overrides).get('projection_dim', 512)
+  return CAFE(m.num_classes, dim, mask_net, clip=clip, clip_cfg=cfg if clip else None,
+              aug_mean=tuple(cfg.augment.mean), aug_std=tuple(cfg.augment.std),
+              sigmoid=c.sigmoid, clip_trainable=c.clip_trainable)
+
+
+def build(cfg) -> Method:
+  c, seed, num_classes = cfg.cafe, cfg.seed, cfg.model.num_classes
+  model = build_model(cfg)
+  exact = c.features == 'exact'
+
+  def loss(outputs, batch, step):
+    mask = batch['mask'] * (batch['label'] >= 0)
+    cls = losses.cross_entropy(outputs['logits'], batch['label'], mask=mask)
+    metrics, total = {'loss_cls': cls}, cls
+    z = outputs['embedding']
+    if c.use_mask and c.lam:
+      drop = step_drop_mask(seed, step, z.shape[-1], num_classes, c.num_drop)
+      sep = sep_loss(z, batch['label'], mask, drop, num_classes, c.pool)
+      metrics['loss_sep'], total = sep, total + c.lam * sep
+    if c.use_mask and c.beta:
+      cdiv = c.div_c or split_sizes(z.shape[-1], num_classes)[0]
+      div = div_loss(z, batch['mask'], num_classes, c.pool, cdiv)
+      metrics['loss_div'], total = div, total + c.beta * div
+    if 'mask' in outputs:
+      w = batch['mask'][:, None]
+      metrics['mask_mean'] = (outputs['mask'] * w).sum() / jnp.maximum(w.sum() * z.shape[-1], 1)
+    correct = (jnp.argmax(outputs['logits'], -1) == batch['label']) * mask
+    metrics['accuracy'] = correct.sum() / jnp.maximum(mask.sum(), 1.0)
+    return total, metrics
+
+  def predict(outputs):
+    return {'probs': outputs['probs']}
+
+  def init_params(params):
+    if not exact:
+      return params
+    loaded = jax.tree.map(jnp.asarray, cafe_features.load_clip_params(cfg))
+    return dict(params, clip=loaded)
+
+  frozen = None
+  if exact and not c.clip_trainable:
+    frozen = lambda path: path[:1] == ('clip',)
+  inputs = None if exact else (lambda batch: {'features': batch['features']})
+  return Method('cafe', model, loss, predict, labels.class_names(num_classes),
+                model_inputs=inputs, frozen=frozen, init_params=init_params)
+
+
+def paper_config(c, features: str = 'cached', clip_weights: str = '') -> None:
+  """CAFE's section and training set-up (Sec. 4 + the code) on a base config, before finalize.
+
+  Batch 32, 60 epochs, seed 3407, Adam(lr 2e-4, weight_decay 1e-4 as L2), ExponentialLR(0.9)
+  stepped per epoch, 224 px, ImageNet normalisation, ResNet-18 mask net, 7 classes. The
+  code's augmentation: Gaussian noise of variance 30 on the uint8 image with p = 0.5 before
+  everything (`add_g`), horizontal flip, RandomErasing(p = 0.5, scale (0.02, 0.25)) on the
+  normalised tensor; all three run on device here.
+  """
+  import ml_collections
+  c.method = 'cafe'
+  c.seed = 3407
+  c.cafe = ml_collections.ConfigDict(dict(
+      features=features,          # 'cached' | 'exact'
+      clip_weights=clip_weights,  # HF flax msgpack / torch state_dict path, or 'random'
+      clip_seed=0,                # 'random' only
+      clip_overrides=ml_collections.ConfigDict(),  # clip_vit_b32 field overrides ({} = B/32)
+      clip_norm='clip',           # 'clip' (paper intent) | 'imagenet' (code)
+      clip_trainable=False,       # True (exact mode): the 'CLIP + fine-tune' comparison
+      cache_dir='',               # '' = $FERJAX_FEATURE_CACHE or ~/.cache/ferjax/features
+      use_mask=True, sigmoid=True,
+      pool='paper',               # 'paper' | 'code' (73-wide windows, channel 511 unpooled)
+      lam=1.5, beta=5.0, num_drop=10,
+      div_c=0.0,                  # eq. 8's c; 0 = first piece size (73 for 512 / 7)
+      bgr_eval_sets='',           # eval specs fed in BGR (the code's AffectNet/SFEW/MMA bug)
+      resnet_weights='',          # reserved: MS-Celeb ResNet-18 (use train.init_from for now)
+      report_samples=4,           # saliency images per eval set in the report
+  ))
+  c.model.backbone = 'resnet18'
+  c.model.num_classes = 7
+  c.model.va_head = False
+  c.data.image_size = 224
+  c.batch_size = 32
+  c.eval_batch_size = 64
+  c.train.epochs = 60.0
+  c.optim.update(dict(name='adam', lr=2e-4, weight_decay=1e-4, schedule='exponential',
+                      decay_rate=0.9, decay_per='epoch', warmup_epochs=0.0))
+  c.augment.update(dict(flip=True, crop_pad=0.0, rotate_deg=0.0, brightness=0.0, contrast=0.0,
+                        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                        noise_std=30 ** 0.5, noise_p=0.5,
+                        erasing_p=0.5, erasing_scale=(0.02, 0.25)))
+
+
+# Table 1: train on one set, test on the five (specs of ferjax.data.sources; 7 classes).
+TABLE1_TRAIN = {'rafdb': 'rafdb:train', 'ferplus': 'ferplus:train',
+                'affectnet': 'affectnet:train', 'sfew': 'sfew:train', 'mma': 'mma:train'}
+TABLE1_EVAL = ('rafdb:test', 'ferplus:test', 'affectnet:val', 'sfew:val', 'mma:test')
+CODE_BGR_SETS = ('affectnet:val', 'sfew:val', 'mma:test')  # the code's BGR test loaders
+
+
+def small_clip(c, image_size: int, dim: int, num_drop: int) -> None:
+  """A reduced CLIP (NOT ViT-B/32) whose projection matches a reduced mask net's `dim`."""
+  c.cafe.clip_overrides = dict(hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128,
+                               patch_size=16, image_size=image_size, projection_dim=dim)
+  c.cafe.num_drop = num_drop
+
+
+def smoke(c) -> None:
+  """Shrinks a CAFE config for CPU tests: smoke-size mask net (32 channels), reduced CLIP."""
+  from ferjax import config as fc
+  fc.shrink_for_smoke(c)
+  c.model.width = 16                     # stages (1, 1): 32 channels = 4 x 6 + 8 for 7 classes
+  c.cafe.clip_weights = c.cafe.clip_weights or 'random'
+  small_clip(c, c.data.image_size, mask_net_dim(c.model), num_drop=1)
+
+
+def table1_config(train: str, arg=None):
+  """configs/cafe_<train>.py: the paper's set-up on real data; args smoke, code, exact,
+  clip=PATH (the CLIP ViT-B/32 weights), epochs=N."""
+  from ferjax import config as fc
+  a = fc.parse_arg(arg, dict(smoke=False, code=False, exact=False, clip='', epochs=None))
+  c = fc.base_config()
+  paper_config(c, features='exact' if a['exact'] else 'cached', clip_weights=a['clip'])
+  c.data.train = TABLE1_TRAIN[train]
+  c.data.eval_sets = ','.join(TABLE1_EVAL)
+  if a['code']:   # the official script's choices where it departs from the paper
+    c.cafe.update(dict(pool='code', clip_norm='imagenet', bgr_eval_sets=','.join(CODE_BGR_SETS)))
+  if a['epochs'] is not None:
+    c.train.epochs = float(a['epochs'])
+  if a['smoke']:
+    smoke(c)
+  return fc.finalize(c)
+
+
+def _bgr_specs(cfg) -> set[str]:
+  return {s.strip() for s in cfg.cafe.bgr_eval_sets.split(',') if s.strip()}
+
+
+def pipeline_transform(cfg, spec: str, source, seed: int):
+  """Per-example: BGR order for the listed eval sets; cached CLIP features by position."""
+  bgr = spec in _bgr_specs(cfg)
+  feats = None
+  if cfg.cafe.features == 'cached':
+    feats, _, _ = cafe_features.features_for(cfg, spec, source, seed, bgr=bgr)
+
+  def fn(example, position):
+    if bgr:
+      example = dict(example, image=np.ascontiguousarray(example['image'][..., ::-1]))
+    if feats is not None:
+      example = dict(example, features=np.asarray(feats[position], np.float32))
+    return example
+
+  return fn
+
+
+def report(cfg, state, specs, out_dir):
+  """Mask heatmap per class (Fig. 5 analogue) and mask-net saliency PNGs (cafe_report.py)."""
+  from ferjax.methods import cafe_report
+  return cafe_report.write(cfg, state, specs, out_dir)
