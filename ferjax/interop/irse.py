@@ -30,10 +30,7 @@ STAGE4_KEYS = tuple(f'body.{i}.' for i in range(21, 24)) + ('output_layer.',)
 def _name(collection, path, shape):
   mods, leaf = path[:-1], path[-1]
   out = [_INDEX.sub(r'\1.\2', m) for m in mods]
-  if leaf == 'slope':
-    tname, tf = 'weight', it.SAME
-  else:
-    tname, tf = it.default_leaf(leaf, len(shape))
+  tname, tf = it.default_leaf(leaf, len(shape))
   return '.'.join(out + [tname]), tf
 
 

@@ -19,10 +19,7 @@ _INDEX = re.compile(r'^model_(\d+)$')
 def _name(collection, path, shape):
   mods, leaf = path[:-1], path[-1]
   out = [_INDEX.sub(r'model.\1', m) for m in mods]
-  if leaf == 'slope':
-    tname, tf = 'weight', it.SAME
-  else:
-    tname, tf = it.default_leaf(leaf, len(shape))
+  tname, tf = it.default_leaf(leaf, len(shape))
   return '.'.join(out + [tname]), tf
 
 

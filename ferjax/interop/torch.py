@@ -71,7 +71,8 @@ CONV1D = Transform('conv1d', lambda a: a.transpose(2, 1, 0), lambda a: a.transpo
 # Flax leaf name -> (torch leaf name, transform) for the common layers; `kernel` picks LINEAR or
 # CONV by rank. BatchNorm statistics live in the `batch_stats` collection.
 _LEAVES = {'scale': ('weight', SAME), 'bias': ('bias', SAME), 'mean': ('running_mean', SAME),
-           'var': ('running_var', SAME), 'embedding': ('weight', SAME)}
+           'var': ('running_var', SAME), 'embedding': ('weight', SAME),
+           'slope': ('weight', SAME)}   # per-channel PReLU (ferjax.models.irse.PReLU)
 
 
 def default_leaf(leaf: str, ndim: int) -> tuple[str, Transform]:
