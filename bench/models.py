@@ -109,15 +109,17 @@ def inference(backbone: str, size: int, batch: int, repeats: int) -> dict:
   import torch
   torch.set_num_threads(os.cpu_count())
   run = _ferjax_run(backbone, size, batch)
+  from ferjax import sharding
   host = _batch(size, batch)
+  dev = jax.device_put(host, sharding.batch_sharding(run.mesh))   # once, as in train_step
   state = run.fresh_state()
   t = time.perf_counter()
-  compiled = run.steps.predict.lower(state, host).compile()
+  compiled = run.steps.predict.lower(state, dev).compile()
   compile_s = time.perf_counter() - t
   model = _torch_model(backbone).eval()
 
   def fj():
-    jax.block_until_ready(compiled(state, host))
+    jax.block_until_ready(compiled(state, dev))
 
   def pt():
     with torch.no_grad():
