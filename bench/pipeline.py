@@ -1,12 +1,14 @@
 """Input pipeline: grain (ferjax's loader) vs torch DataLoader + torchvision transforms.
 
 Both read the same JPEG files, decode with Pillow, resize to 112 px (bilinear, antialiased),
-produce uint8 batches of 64, with the same number of workers. Timed over whole passes after a
-warm-up pass (page cache warm, workers started), interleaved. Also: the on-device augmentation
+produce uint8 batches of 64, with the same number of workers. Each round times one pass of
+batches after WARMUP batches from the same iterator (workers started, page cache warm, prefetch
+buffers in steady state), rounds interleaved. Also: the on-device augmentation
 cost per batch (ferjax augments inside the jit step; the reference does it in the workers).
 """
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import time
@@ -16,7 +18,7 @@ from PIL import Image
 
 from bench.common import interleave, summary
 
-SIZE, BATCH = 112, 64
+SIZE, BATCH, WARMUP = 112, 64, 12
 
 
 def _write_images(root: str, n: int) -> list[str]:
@@ -59,25 +61,46 @@ def loaders(num_images: int, workers: int, repeats: int) -> dict:
   paths = _write_images(tmp, num_images)
   n_batches = num_images // BATCH
 
-  ds = grain.MapDataset.source(paths).map(_load).batch(BATCH, drop_remainder=True)
+  # An endless stream (repeat) so that warm-up and timed batches come from one iterator. Each
+  # round starts a fresh iterator, drains WARMUP batches (worker start-up and the initially
+  # full prefetch buffer stay out of the timing, as the DataLoader's persistent workers keep
+  # their start-up out), times a pass, and shuts the workers down so they do not run on, or
+  # pre-fill their buffers, while the DataLoader is timed.
+  ds = grain.MapDataset.source(paths).repeat(None).map(_load).batch(BATCH, drop_remainder=True)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=8))
   if workers:
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-  dl = torch.utils.data.DataLoader(_TorchFiles(paths), batch_size=BATCH, num_workers=workers,
-                                   drop_last=True, persistent_workers=workers > 0)
+  # The DataLoader gets the same treatment: one epoch is WARMUP + n_batches batches of the same
+  # files, and only the last n_batches are timed.
+  reps = -(-(WARMUP + n_batches) * BATCH // len(paths))
+  dl = torch.utils.data.DataLoader(_TorchFiles((paths * reps)[:(WARMUP + n_batches) * BATCH]),
+                                   batch_size=BATCH, num_workers=workers, drop_last=True,
+                                   persistent_workers=workers > 0)
+  grain_times, torch_times = [], []
 
   def g():
     it = iter(it_ds)
+    for _ in range(WARMUP):
+      next(it)
+    t0 = time.perf_counter()
     for _ in range(n_batches):
       next(it)
-    if hasattr(it, 'close'):
-      it.close()
+    grain_times.append(time.perf_counter() - t0)
+    del it
+    gc.collect()
 
   def t():
-    for _ in dl:
-      pass
+    it = iter(dl)
+    for _ in range(WARMUP):
+      next(it)
+    t0 = time.perf_counter()
+    for _ in range(n_batches):
+      next(it)
+    torch_times.append(time.perf_counter() - t0)
+    del it
 
   times = interleave({'ferjax': g, 'torch': t}, repeats)
+  times = {'ferjax': grain_times[-repeats:], 'torch': torch_times[-repeats:]}  # timed passes
   return {'ferjax': summary(times['ferjax'], n_batches * BATCH),
           'torch': summary(times['torch'], n_batches * BATCH), 'workers': workers}
 

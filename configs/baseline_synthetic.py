@@ -5,14 +5,16 @@ Launch (full size, for an accelerator):
 The README demo (2 CPU cores, a few minutes): a ResNet-18 at a quarter of its width on 64 px,
 trained on the `lab` domain:
   python -m ferjax.train --config configs/baseline_synthetic.py:cpu --workdir runs/demo
-Arguments (`FILE:k=v,...`): cpu, smoke, domain=<lab|wild|cartoon|lowq|occluded>, epochs=N.
+Arguments (`FILE:k=v,...`): cpu, smoke, domain=<lab|wild|cartoon|lowq|occluded>, epochs=N,
+examples=N (training set size; `cpu,examples=4096,epochs=3` is the budget of cafe_synthetic:cpu).
 Every synthetic domain's test split is evaluated, so the table shows the domain gap.
 """
 from ferjax import config as fc
 
 
 def get_config(arg=None):
-  a = fc.parse_arg(arg, dict(cpu=False, smoke=False, domain='', epochs=None))
+  a = fc.parse_arg(arg, dict(cpu=False, smoke=False, domain='', epochs=None,
+                                           examples=None))
   # The CPU demo trains on the posed `lab` domain (CK+-like), which a quarter-width ResNet-18
   # learns to >= 80% in minutes; the full config trains on `wild` (RAF-DB-like).
   a['domain'] = a['domain'] or ('lab' if a['cpu'] else 'wild')
@@ -37,4 +39,6 @@ def get_config(arg=None):
     c.train.eval_every = -1  # the domain table once, at the end
   if a['epochs'] is not None:
     c.train.epochs = float(a['epochs'])
+  if a['examples'] is not None:     # e.g. CAFE's cpu budget: examples=4096,epochs=3
+    c.data.train_examples = int(a['examples'])
   return fc.finalize(c, smoke=a['smoke'])

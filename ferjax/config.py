@@ -42,6 +42,16 @@ def base_config() -> ml_collections.ConfigDict:
       num_threads=4,             # grain read threads (rendering / decoding)
       num_workers=0,             # grain worker processes (0 = in-process)
       prefetch=2,
+      # What the run draws and in which order (ferjax.data.order; each off at these values).
+      sampler='shuffle',         # 'shuffle' | 'class_balanced' (GReFEL) | 'imbalance'
+      sampler_power=1.0,         # 'imbalance': P(example) ~ n_class ** -power
+      append=False,              # paper 002: + flipped + rotated +-20 degree copies
+      bagging_fraction=0.0,      # > 0: one ensemble member's subset (paper 004: 0.2)
+      bagging_member=0,
+      bagging_replace=False,     # bootstrap sample instead of a subset
+      bagging_disjoint=False,    # members take disjoint slices
+      label_noise=0.0,           # fraction of training labels flipped (noise studies)
+      label_noise_mode='symmetric',  # or 'asymmetric' (class c -> c + 1)
   ))
 
   c.augment = ml_collections.ConfigDict(dict(
@@ -65,6 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
       erasing_p=0.0,             # random erasing probability (CAFE: 0.5, torchvision default)
       erasing_scale=(0.02, 0.33),
       erasing_ratio=(0.3, 3.3),
+      mix='none',                # 'mixup' | 'mix_augment' (paper 004): batch-level, in the step
+      mix_alpha=0.1,             # lambda ~ Beta(alpha, alpha)
       # Normalisation applied on device after augmentation (ImageNet statistics).
       mean=(0.485, 0.456, 0.406),
       std=(0.229, 0.224, 0.225),

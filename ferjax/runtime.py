@@ -10,14 +10,19 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser('~'), '.cache', 'ferjax', 'jax_c
 
 
 def setup() -> None:
-  """Persistent compilation cache (compiles dominate on CPU and small accelerators), and
-  library logging at WARNING unless --verbosity was given (orbax logs every file at INFO).
+  """Persistent compilation cache (compiles dominate on CPU and small accelerators), library
+  logging at WARNING unless --verbosity was given (orbax logs every file at INFO), and absl flags
+  at their defaults when the CLI did not parse them.
 
   FERJAX_CACHE_DIR overrides the cache location; an empty value turns the cache off.
   """
   from absl import flags, logging
   if not (flags.FLAGS.is_parsed() and flags.FLAGS['verbosity'].present):
     logging.set_verbosity(logging.WARNING)
+  if not flags.FLAGS.is_parsed():
+    # CLIs built on argparse (prepare, bench, cafe_protocol) never parse absl flags, and grain
+    # reads its own absl flags in worker threads and processes (notes/stack.md): defaults.
+    flags.FLAGS.mark_as_parsed()
   cache = os.environ.get('FERJAX_CACHE_DIR', DEFAULT_CACHE)
   if cache:
     jax.config.update('jax_compilation_cache_dir', cache)

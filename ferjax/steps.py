@@ -18,6 +18,8 @@ import optax
 from ferjax import sharding
 from ferjax.data import augment
 
+MIX_MODES = ('none', 'mixup', 'mix_augment')
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -64,17 +66,26 @@ def freeze(tx: optax.GradientTransformation, frozen) -> optax.GradientTransforma
 
 def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Steps:
   model, seed = method.model, cfg.seed
+  mix_mode = cfg.augment.get('mix', 'none')
+  if mix_mode not in MIX_MODES:
+    raise ValueError(f'config.augment.mix={mix_mode!r}; known: {MIX_MODES}')
+  if mix_mode != 'none' and getattr(method, 'model_inputs', None) is not None:
+    raise ValueError(f'config.augment.mix={mix_mode!r} cannot mix the per-example inputs that '
+                     f'method {method.name!r} takes beside the image (e.g. cached features); '
+                     'turn the cache off or leave mix at none')
+
   if getattr(method, 'frozen', None) is not None:
     tx = freeze(tx, method.frozen)
   model_inputs = getattr(method, 'model_inputs', None) or (lambda batch: {})
 
   def init(rng):
     variables = model.init({'params': rng, 'dropout': rng}, dummy_input(cfg), train=False)
+    variables = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+    if getattr(method, 'init_variables', None) is not None:
+      variables = method.init_variables(variables)
     params = variables['params']
-    if getattr(method, 'init_params', None) is not None:
-      params = method.init_params(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+                      batch_stats=variables['batch_stats'], opt_state=tx.init(params))
 
   abstract = jax.eval_shape(init, jax.random.key(0))
   state_sharding = sharding.param_sharding(mesh, abstract).replace(step=sharding.replicated(mesh))
@@ -85,12 +96,36 @@ def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Step
     batch = augment.augment_batch(batch, seed, state.step, cfg.augment)
     dropout_rng = jax.random.fold_in(jax.random.key(seed + 1), state.step)
 
+    def forward(params, stats, images, batch):
+      outputs, mutated = model.apply(_variables(params, stats), images, train=True,
+                                     mutable=['batch_stats'], rngs={'dropout': dropout_rng},
+                                     **model_inputs(batch))
+      return outputs, mutated.get('batch_stats', {})
+
     def loss_fn(params):
-      outputs, mutated = model.apply(_variables(params, state.batch_stats), batch['image'],
-                                     train=True, mutable=['batch_stats'],
-                                     rngs={'dropout': dropout_rng}, **model_inputs(batch))
-      loss, metrics = method.loss(outputs, batch, state.step)
-      return loss, (metrics, mutated.get('batch_stats', {}))
+      if mix_mode == 'none':
+        outputs, stats = forward(params, state.batch_stats, batch['image'], batch)
+        loss, metrics = method.loss(outputs, batch, state.step)
+        return loss, (metrics, stats)
+      # Mix-up (Zhang et al.) and Mix-augment (paper 004, `mixaug_criterion`): the method's own
+      # loss is applied to the mixed prediction against both label sets, so any target (label,
+      # soft label, V/A, landmarks) is mixed the way the reference mixes its cross-entropy.
+      mixed, lam, perm = augment.mix(batch['image'], seed, state.step, cfg.augment.mix_alpha)
+      shuffled = jax.tree.map(lambda v: v[perm], batch)
+      outputs, stats = forward(params, state.batch_stats, mixed, batch)
+      loss_a, m_a = method.loss(outputs, batch, state.step)
+      loss_b, m_b = method.loss(outputs, shuffled, state.step)
+      loss = lam * loss_a + (1.0 - lam) * loss_b
+      metrics = jax.tree.map(lambda a, b: lam * a + (1.0 - lam) * b, m_a, m_b)
+      if mix_mode == 'mix_augment':
+        # + L(f(x_a), y_a) + L(f(x_b), y_b): two more forward passes, as the reference makes
+        # them (BatchNorm's running statistics are updated once per pass).
+        out_a, stats = forward(params, stats, batch['image'], batch)
+        out_b, stats = forward(params, stats, shuffled['image'], shuffled)
+        clean_a, metrics = method.loss(out_a, batch, state.step)
+        clean_b, _ = method.loss(out_b, shuffled, state.step)
+        loss = loss + clean_a + clean_b
+      return loss, (metrics, stats)
 
     (loss, (metrics, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, new_opt = tx.update(grads, state.opt_state, state.params)

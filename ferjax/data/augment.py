@@ -29,6 +29,23 @@ import jax
 import jax.numpy as jnp
 
 
+def _flip_68() -> tuple[int, ...]:
+  """The iBUG 68-point index of each point's mirror image: jaw, brows, nose wings, eyes and
+  mouth swap sides; the nose bridge and the mouth's centre line map to themselves."""
+  perm = list(range(68))
+  pairs = [(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in range(5)]
+  pairs += [(31, 35), (32, 34), (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+  pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]
+  for a, b in pairs:
+    perm[a], perm[b] = b, a
+  return tuple(perm)
+
+
+# A mirrored face's left eye is where the right eye was: after a flip, point i must be read
+# from its mirror's position, or a landmark loss would learn left/right-swapped targets.
+FLIP_68 = _flip_68()
+
+
 def example_keys(seed: int, step, index):
   """(B,) keys from (seed, step, example id)."""
   base = jax.random.fold_in(jax.random.key(seed), step)
@@ -135,23 +152,18 @@ def warp_projective(image, hmat):
   return top * (1 - wy) + bottom * wy
 
 
-def _augment_one(key, image, landmarks, cfg):
-  size = image.shape[0]
-  k_geo, k_b, k_c = jax.random.split(key, 3)
-  # Options added later draw from fold_in(key, 100 + i): older configs keep their stream.
+def _has_geometry(cfg) -> bool:
+  """Whether any geometric option is on (config values are static, so an identity resampling is
+  left out of the compiled step rather than computed)."""
+  return bool(cfg.flip or cfg.rotate_deg or cfg.crop_pad or _opt(cfg, 'shear_deg', 0.0)
+              or tuple(_opt(cfg, 'scale', (1.0, 1.0))) != (1.0, 1.0)
+              or tuple(_opt(cfg, 'rrc_scale', (1.0, 1.0))) != (1.0, 1.0)
+              or _opt(cfg, 'perspective', 0.0) > 0)
+
+
+def _colour(image, key, k_b, k_c, cfg):
+  """Colour jitter and grayscale, in torchvision's order, after the geometry."""
   extra = lambda i: jax.random.fold_in(key, 100 + i)
-  if _opt(cfg, 'noise_std', 0.0) > 0:          # CAFE's add_g: before everything else
-    k_on, k_n = jax.random.split(extra(0))
-    noise = _opt(cfg, 'noise_std', 0.0) / 255.0 * jax.random.normal(k_n, image.shape)
-    on = jax.random.bernoulli(k_on, _opt(cfg, 'noise_p', 0.5))
-    image = jnp.clip(jnp.where(on, image + noise, image), 0.0, 1.0)
-  a, offset = _affine(k_geo, size, cfg)
-  hmat = _to_h(a, offset)
-  if _opt(cfg, 'perspective', 0.0) > 0:
-    hmat = hmat @ _perspective(extra(2), size, cfg)
-  if tuple(_opt(cfg, 'rrc_scale', (1.0, 1.0))) != (1.0, 1.0):
-    hmat = _to_h(*_resized_crop(extra(3), size, cfg)) @ hmat
-  image = warp_projective(image, hmat)
   if cfg.brightness > 0:
     image = pix.random_brightness(k_b, image, cfg.brightness)
   if cfg.contrast > 0:
@@ -165,7 +177,29 @@ def _augment_one(key, image, landmarks, cfg):
     grey = image @ jnp.array([0.299, 0.587, 0.114])   # ITU-R 601 luma, as torchvision
     on = jax.random.bernoulli(extra(6), _opt(cfg, 'grayscale_p', 0.0))
     image = jnp.where(on, jnp.repeat(grey[..., None], 3, -1), image)
-  image = jnp.clip(image, 0.0, 1.0)
+  return jnp.clip(image, 0.0, 1.0)
+
+
+def _augment_one(key, image, landmarks, cfg):
+  size = image.shape[0]
+  k_geo, k_b, k_c = jax.random.split(key, 3)
+  # Options added later draw from fold_in(key, 100 + i): older configs keep their stream.
+  extra = lambda i: jax.random.fold_in(key, 100 + i)
+  if _opt(cfg, 'noise_std', 0.0) > 0:          # CAFE's add_g: before everything else
+    k_on, k_n = jax.random.split(extra(0))
+    noise = _opt(cfg, 'noise_std', 0.0) / 255.0 * jax.random.normal(k_n, image.shape)
+    on = jax.random.bernoulli(k_on, _opt(cfg, 'noise_p', 0.5))
+    image = jnp.clip(jnp.where(on, image + noise, image), 0.0, 1.0)
+  if not _has_geometry(cfg):
+    image = _colour(image, key, k_b, k_c, cfg)
+    return image, landmarks
+  a, offset = _affine(k_geo, size, cfg)
+  hmat = _to_h(a, offset)
+  if _opt(cfg, 'perspective', 0.0) > 0:
+    hmat = hmat @ _perspective(extra(2), size, cfg)
+  if tuple(_opt(cfg, 'rrc_scale', (1.0, 1.0))) != (1.0, 1.0):
+    hmat = _to_h(*_resized_crop(extra(3), size, cfg)) @ hmat
+  image = _colour(warp_projective(image, hmat), key, k_b, k_c, cfg)
   if landmarks is not None:
     # Landmarks are (x, y) in [0, 1]; the map works on (y, x) pixel indices and sends output
     # points to input points, so landmarks move by its inverse.
@@ -173,6 +207,9 @@ def _augment_one(key, image, landmarks, cfg):
     yx1 = jnp.concatenate([landmarks[:, ::-1] * (size - 1), ones], 1)
     out = jnp.linalg.solve(hmat, yx1.T).T
     landmarks = (out[:, :2] / out[:, 2:])[:, ::-1] / (size - 1)
+    if landmarks.shape[0] == 68:
+      mirrored = jnp.linalg.det(hmat[:2, :2]) < 0     # a flip reverses orientation
+      landmarks = jnp.where(mirrored, landmarks[jnp.array(FLIP_68)], landmarks)
   return image, landmarks
 
 

@@ -41,6 +41,11 @@ class Appended:
   def __len__(self) -> int:
     return self.n * len(self.variants)
 
+  def labels(self):
+    """The base labels repeated once per variant (no image is read)."""
+    from ferjax.data.order import source_labels
+    return np.tile(source_labels(self.source), len(self.variants))
+
   def __getitem__(self, i: int) -> dict:
     if not 0 <= i < len(self):
       raise IndexError(f'index {i} out of range for {len(self)} examples')
@@ -52,6 +57,9 @@ class Appended:
       image = image[:, ::-1].copy()
       if lm is not None:
         lm = np.stack([1.0 - lm[:, 0], lm[:, 1]], 1)
+        if lm.shape[0] == 68:      # left and right swap names too (augment.FLIP_68)
+          from ferjax.data.augment import FLIP_68
+          lm = lm[list(FLIP_68)]
     elif kind == 'rot':
       image = _rotate(image, angle)
       if lm is not None:

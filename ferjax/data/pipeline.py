@@ -17,7 +17,7 @@ import grain
 import jax
 import numpy as np
 
-from ferjax.data import sources
+from ferjax.data import order, sources
 
 # The batch schema (ARCHITECTURE.md). Keys a source lacks get neutral values and a zero mask.
 NUM_LANDMARKS = 68
@@ -51,6 +51,15 @@ def standardize(example: dict, num_classes: int) -> dict:
   if 'landmarks' in example:
     out['landmarks'] = np.asarray(example['landmarks'], np.float32)
     out['landmarks_mask'] = np.float32(example.get('landmarks_mask', 1.0))
+  # Multi-label targets (EMOTIC's 26 categories; the synthetic set's 8) and V/A/D, passed on as
+  # stored: every example of one source has the same keys, so batches stay uniform.
+  if 'multilabel' in example:
+    out['multilabel'] = np.asarray(example['multilabel'], np.float32)
+  if 'vad' in example:
+    vad = np.asarray(example['vad'], np.float32)
+    ok = bool(np.all(np.isfinite(vad)) and np.all(np.abs(vad) <= 1))
+    out['vad'] = vad if ok else np.zeros_like(vad)
+    out['vad_mask'] = np.float32(example.get('vad_mask', float(ok)))
   return out
 
 
@@ -91,19 +100,21 @@ def collate(examples: list[dict]) -> dict:
 def train_dataset(cfg, seed: int) -> grain.IterDataset:
   """This process's infinite stream of local batches.
 
-  The global batch of step s is the same whatever the number of processes: the sample order
-  is shuffled globally (reseeded every epoch), cut into global batches, and each process reads
-  only its own slice of each batch.
+  The global batch of step s is the same whatever the number of processes: `order.BatchOrder`
+  gives its example ids (shuffled, class-balanced or imbalance-aware, over the bagging pool),
+  and each process reads only its own slice of each batch.
   """
-  src = sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, seed)
+  raw = sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, seed)
+  src, pool, labels = order.training_source(cfg, raw, seed)
   num_classes = cfg.model.num_classes
   lb = local_batch_size(cfg.batch_size)
   lo = jax.process_index() * lb
-  order = grain.MapDataset.range(len(src)).shuffle(seed=seed).repeat(None, reseed_each_epoch=True)
-  ds = order.batch(cfg.batch_size, drop_remainder=True)
+  batches = order.BatchOrder(pool, labels, cfg.batch_size, cfg.data.get('sampler', 'shuffle'),
+                             seed, cfg.data.get('sampler_power', 1.0))
   extra = method_transform(cfg, cfg.data.train, src, seed)
-  ds = ds.map(lambda ids: collate([extra(standardize(src[int(i)], num_classes), int(i))
-                                   for i in ids[lo:lo + lb]]))
+  ds = grain.MapDataset.source(batches).map(
+      lambda ids: collate([extra(standardize(src[int(i)], num_classes), int(i))
+                           for i in ids[lo:lo + lb]]))
   iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.data.num_threads,
                                                  prefetch_buffer_size=max(cfg.data.prefetch,
                                                                           cfg.data.num_threads)))
@@ -115,10 +126,12 @@ def train_dataset(cfg, seed: int) -> grain.IterDataset:
 def train_size(cfg) -> int:
   """Examples per epoch: the synthetic benchmark has as many as `data.train_examples` asks for;
   a prepared dataset has its own size (train_examples does not cut it; use a split slice such
-  as `rafdb:train[:10%]` for a subset)."""
+  as `rafdb:train[:10%]` for a subset). `append` and bagging change it (order.pool_size)."""
   if sources.parse(cfg.data.train)[0] == 'synthetic':
-    return cfg.data.train_examples
-  return len(sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, 0))
+    n = cfg.data.train_examples
+  else:
+    n = len(sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, 0))
+  return order.pool_size(cfg, n)
 
 
 def steps_per_epoch(cfg) -> int:

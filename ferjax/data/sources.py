@@ -146,6 +146,15 @@ class PreparedSource:
       raise IndexError(f'index {index} out of range for {self.num_examples} examples')
     return index
 
+  def labels(self) -> np.ndarray:
+    """int64 [N] labels of the split (images not decoded), read once and kept."""
+    if getattr(self, '_labels', None) is None:
+      from ferjax import runtime
+      src = self._source()
+      self._labels = np.array([int(src[i]['label']) for i in runtime.progress(
+          range(self.num_examples), desc=f'{self.name}:{self.split} labels')], np.int64)
+    return self._labels
+
   def __getitem__(self, index: int) -> dict:
     index = self._check(index)
     return self.to_example(self._source()[index], index)

@@ -325,6 +325,13 @@ class SyntheticFaces:
       raise IndexError(f'index {index} out of range for {self.num_examples} examples')
     return make_example(self.seed, self.domain, self.split, index, self.image_size)
 
+  def labels(self) -> np.ndarray:
+    """int64 [N] labels without rendering: the first draw of each example's generator decides
+    its class (sample_params), so this is the label make_example returns."""
+    dom, split = DOMAINS.index(self.domain), SPLITS.index(self.split)
+    return np.array([int(np.random.default_rng([self.seed, dom, split, i]).random() * NUM_CLASSES)
+                     for i in range(self.num_examples)], np.int64)
+
   def __repr__(self) -> str:
     return (f'SyntheticFaces(domain={self.domain!r}, split={self.split!r}, '
             f'num_examples={self.num_examples}, image_size={self.image_size}, seed={self.seed})')

@@ -12,7 +12,8 @@ off by default, cover methods with extra inputs or frozen parts (CAFE):
   (e.g. `{'features': batch['features']}`);
 - `frozen(path) -> bool`: parameters (path = tuple of keys) that steps.py never updates: their
   updates are zeroed by `optax.multi_transform`, so no gradient step and no weight decay;
-- `init_params(params) -> params`: replaces freshly initialised parameters (pretrained weights).
+- `init_variables(variables) -> variables`: replaces freshly initialised parameters and
+  BatchNorm statistics (`{'params', 'batch_stats'}`) with pretrained ones.
 
 A method module may also define `pipeline_transform(cfg, spec, source, seed)` (per-example
 additions such as cached features, read by data/pipeline.py) and `report(cfg, state, specs,
@@ -35,7 +36,7 @@ class Method:
   class_names: tuple[str, ...]
   model_inputs: Callable[[dict], dict] | None = None
   frozen: Callable[[tuple], bool] | None = None
-  init_params: Callable[[Any], Any] | None = None
+  init_variables: Callable[[dict], dict] | None = None
 
 
 # Method name -> module with `build(cfg) -> Method`; imported lazily (each pulls its own

@@ -164,6 +164,18 @@ def build_model(cfg) -> CAFE:
               sigmoid=c.sigmoid, clip_trainable=c.clip_trainable)
 
 
+def load_mask_net(cfg) -> dict:
+  """The mask net's variables from `cafe.resnet_weights`: a torchvision-layout ResNet state_dict
+  (the code's `resnet18_msceleb.pth`, as SCN and DAN distribute it; a 'state_dict' wrapper and
+  'module.' prefixes are unwrapped). The face-identity fc is dropped, as the code's
+  children[:-2] drops it; any other mismatch is an error naming the keys."""
+  from ferjax.interop import torch as interop
+  m = cfg.model
+  sd = interop.load_state_dict(cfg.cafe.resnet_weights)
+  return jax.tree.map(jnp.asarray, interop.from_torch(
+      m.backbone, sd, ignore=('fc.',), width=m.width, stage_sizes=tuple(m.stage_sizes)))
+
+
 def build(cfg) -> Method:
   c, seed, num_classes = cfg.cafe, cfg.seed, cfg.model.num_classes
   model = build_model(cfg)
@@ -192,18 +204,22 @@ def build(cfg) -> Method:
   def predict(outputs):
     return {'probs': outputs['probs']}
 
-  def init_params(params):
-    if not exact:
-      return params
-    loaded = jax.tree.map(jnp.asarray, cafe_features.load_clip_params(cfg))
-    return dict(params, clip=loaded)
+  def init_variables(variables):
+    params, stats = dict(variables['params']), dict(variables['batch_stats'])
+    if exact:
+      params['clip'] = jax.tree.map(jnp.asarray, cafe_features.load_clip_params(cfg))
+    if c.resnet_weights and c.use_mask:
+      loaded = load_mask_net(cfg)
+      params['mask_net'] = loaded['params']
+      stats['mask_net'] = loaded['batch_stats']
+    return {'params': params, 'batch_stats': stats}
 
   frozen = None
   if exact and not c.clip_trainable:
     frozen = lambda path: path[:1] == ('clip',)
   inputs = None if exact else (lambda batch: {'features': batch['features']})
   return Method('cafe', model, loss, predict, labels.class_names(num_classes),
-                model_inputs=inputs, frozen=frozen, init_params=init_params)
+                model_inputs=inputs, frozen=frozen, init_variables=init_variables)
 
 
 def paper_config(c, features: str = 'cached', clip_weights: str = '') -> None:
@@ -231,7 +247,7 @@ def paper_config(c, features: str = 'cached', clip_weights: str = '') -> None:
       lam=1.5, beta=5.0, num_drop=10,
       div_c=0.0,                  # eq. 8's c; 0 = first piece size (73 for 512 / 7)
       bgr_eval_sets='',           # eval specs fed in BGR (the code's AffectNet/SFEW/MMA bug)
-      resnet_weights='',          # reserved: MS-Celeb ResNet-18 (use train.init_from for now)
+      resnet_weights='',          # the mask net's start: MS-Celeb ResNet-18 torch weights
       report_samples=4,           # saliency images per eval set in the report
   ))
   c.model.backbone = 'resnet18'

@@ -55,7 +55,7 @@ def run_protocol(config: str, workdir: str, domains: list[str], extra: str = '')
   table = matrix_table(rows, tests)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'matrix.md'), 'w') as f:
-    f.write(f'CAFE cross-domain accuracy (%), config {config} {extra}\n\n{table}\n')
+    f.write(f'Cross-domain accuracy (%), config {config} {extra}\n\n{table}\n')
   with open(os.path.join(workdir, 'matrix.json'), 'w') as f:
     json.dump({'config': config, 'extra': extra, 'rows': rows}, f, indent=1)
   print(table)

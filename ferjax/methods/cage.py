@@ -181,10 +181,25 @@ def build(cfg) -> Method:
   model = build_model(cfg)
   num_cls, num_reg, multilabel = head_layout(cfg)
   weights = None if multilabel else class_weights(cfg)
-  pw = pos_weight(cfg) if multilabel else None
-  if multilabel and pw is None:
-    runtime.say('cage: cage.pos_counts is empty, so the EMOTIC BCE is unweighted; set the 26 '
-                "training positives per category (cage.count_positives) for the paper's pos_weight")
+  known_pw = {}
+
+  def bce_pos_weight():
+    """cage.pos_counts, else counted on the training set when the loss is first traced (so
+    evaluation never pays for it); the count is printed for the config."""
+    if 'pw' not in known_pw:
+      pw = pos_weight(cfg)
+      if pw is None:
+        from ferjax.data import sources
+        src = sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size,
+                           cfg.seed)
+        counts, total = count_positives(src)
+        runtime.say(f'cage: pos_weight from {total} training examples of {cfg.data.train}; '
+                    f'to skip the count set cage.pos_counts={tuple(counts.tolist())}, '
+                    f'cage.pos_total={total}')
+        pw = losses.pos_weight_from_counts(counts, total)
+      known_pw['pw'] = pw
+    return known_pw['pw']
+
   reg_key = 'va' if num_reg == 2 else 'vad'
 
   def loss(outputs, batch, step):
@@ -195,7 +210,7 @@ def build(cfg) -> Method:
     metrics, total = {}, 0.0
     if num_cls and multilabel:
       bce = losses.bce_with_logits(outputs['logits'], batch['multilabel'], mask=mask,
-                                   pos_weight=pw)
+                                   pos_weight=bce_pos_weight())
       metrics['loss_bce'], total = bce, total + bce
     elif num_cls:
       ce = losses.cross_entropy(outputs['logits'], batch['label'], mask=mask,
@@ -232,7 +247,7 @@ def build(cfg) -> Method:
 def count_positives(source) -> tuple[np.ndarray, int]:
   """(positives per category, examples) of a source whose items carry 'multilabel' (EMOTIC):
   the numbers for cage.pos_counts / cage.pos_total. Reads each stored record once."""
-  rows = [np.asarray((source.record(i) if hasattr(source, 'record') else source[i])
+  rows = [np.asarray((source.record(i) if hasattr(source, "record") else source[i])
                      ['multilabel'], np.float64) for i in range(len(source))]
   return np.sum(rows, axis=0).astype(np.int64), len(rows)
 

@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from ferjax.models import layers
 from ferjax.models.layers import Norm
 
 # face.evoLVe initialises convolutions and linear layers with xavier_uniform_.
@@ -56,9 +57,8 @@ class PReLU(nn.Module):
 def conv(features, kernel, stride, name, dtype, padding=None, groups=1, init=_init):
   """A bias-free Conv2d with PyTorch's symmetric padding (default kernel // 2)."""
   pad = kernel // 2 if padding is None else padding
-  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                 feature_group_count=groups, use_bias=False, kernel_init=init, dtype=dtype,
-                 name=name)
+  return layers.conv(features, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)),
+                     groups, use_bias=False, kernel_init=init, dtype=dtype, name=name)
 
 
 def _nearest_index(n_in: int, n_out: int) -> np.ndarray:

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ferjax.models import layers
 from ferjax.models.layers import Norm
 
 # torchvision's MaxVit._init_weights: every conv and linear weight ~ N(0, 0.02), biases zero.
@@ -67,9 +68,8 @@ def _gelu(x):
 
 def _conv(features, kernel, stride, name, dtype, bias=False, groups=1):
   pad = (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                 feature_group_count=groups, use_bias=bias, kernel_init=_init, dtype=dtype,
-                 name=name)
+  return layers.conv(features, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)),
+                     groups, use_bias=bias, kernel_init=_init, dtype=dtype, name=name)
 
 
 def _layer_norm(name, dtype):

@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ferjax.models import layers
 from ferjax.models.layers import Norm
 
 # torchvision initialises these nets' convolutions with kaiming_normal_(mode='fan_out') (gain
@@ -49,9 +50,8 @@ def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None) 
 def conv(features, kernel, stride, name, dtype, groups=1, use_bias=False):
   """A Conv2d with torchvision's symmetric padding (k - 1) // 2."""
   pad = (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                 feature_group_count=groups, use_bias=use_bias, kernel_init=conv_init,
-                 dtype=dtype, name=name)
+  return layers.conv(features, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)),
+                     groups, use_bias=use_bias, kernel_init=conv_init, dtype=dtype, name=name)
 
 
 class ConvNormAct(nn.Module):

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ferjax.models import layers
 from ferjax.models.layers import Norm
 
 # torchvision/timm convs default to kaiming-uniform(a=sqrt(5)); a fan-in scaled init is close.
@@ -72,9 +73,8 @@ def resize_align_corners(x, h: int, w: int):
 
 def _conv(features, kernel=1, stride=1, groups=1, bias=False, name=None, dtype=None):
   pad = (kernel - 1) // 2  # timm's symmetric padding; also for the stride-2 convs
-  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                 feature_group_count=groups, use_bias=bias, kernel_init=_init, dtype=dtype,
-                 name=name)
+  return layers.conv(features, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)),
+                     groups, use_bias=bias, kernel_init=_init, dtype=dtype, name=name)
 
 
 def _group_norm1(name, dtype):

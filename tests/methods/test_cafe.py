@@ -189,3 +189,30 @@ def test_export_matches_official_model():
   with torch.no_grad():
     want = ref(torch.from_numpy(x.transpose(0, 3, 1, 2)), torch.from_numpy(feats)).numpy()
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+
+
+def test_mask_net_starts_from_msceleb_style_torch_weights(tmp_path):
+  """cafe.resnet_weights: a torchvision-layout ResNet-18 checkpoint ('state_dict' wrapper,
+  'module.' prefixes, a face-identity fc) starts the mask net, BatchNorm statistics included."""
+  from ferjax.interop import torch as it
+  cfg = smoke(tmp_path)
+  m = cfg.model
+  net = cafe.models.build('resnet18', width=m.width, stage_sizes=tuple(m.stage_sizes))
+  variables = net.init(jax.random.key(7), jnp.zeros((1, 32, 32, 3)))
+  variables = jax.tree.map(lambda a: a + 0.05, dict(variables))   # stats away from the init
+  sd = it.to_torch('resnet18', variables, width=m.width, stage_sizes=tuple(m.stage_sizes))
+  sd = {f'module.{k}': v for k, v in sd.items()}
+  sd['module.fc.weight'] = torch.zeros(12666, m.width * 8)       # MS-Celeb identities
+  path = str(tmp_path / 'resnet18_msceleb.pth')
+  torch.save({'state_dict': sd, 'epoch': 3}, path)
+  with cfg.unlocked():
+    cfg.cafe.resnet_weights = path
+  state = trainer.Run(cfg).fresh_state()
+  for col, got in (('params', state.params), ('batch_stats', state.batch_stats)):
+    jax.tree.map(np.testing.assert_array_equal, checkpoint.to_numpy(got['mask_net']),
+                 jax.tree.map(np.asarray, variables[col]))
+  with cfg.unlocked():                                    # weights of another width: named keys
+    cfg.model.width = 8
+    cfg.cafe.clip_overrides.projection_dim = 16
+  with pytest.raises(ValueError, match='does not fit resnet18'):
+    trainer.Run(cfg).fresh_state()
