@@ -98,7 +98,9 @@ def cache_key(cfg, spec: str, num_examples: int, seed: int, bgr: bool, whash: st
           'clip_norm': c.clip_norm, 'image_size': int(cfg.data.image_size),
           'clip_image_size': int(clip_module(cfg).image_size), 'bgr': bool(bgr), 'spec': spec,
           'num_examples': int(num_examples), 'requested_examples': _requested(cfg, spec),
-          'seed': int(seed)}
+          'seed': int(seed),
+          # data.append puts flipped / rotated copies behind the training set's own examples
+          'appended': bool(cfg.data.get('append', False)) and spec == cfg.data.train}
 
 
 def _requested(cfg, spec: str) -> int:
