@@ -31,6 +31,8 @@ def base_config() -> ml_collections.ConfigDict:
       dropout=0.0,
       dtype='float32',           # compute dtype; params always stay float32
       bn_momentum=0.9,           # flax convention (= 1 - torch momentum 0.1)
+      backbone_weights='',       # a fresh run's backbone from a PyTorch checkpoint (ImageNet)
+      backbone_ignore=('fc.', 'classifier.', 'head.'),  # its keys left out (the classifier)
   ))
 
   c.data = ml_collections.ConfigDict(dict(
@@ -46,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
       sampler='shuffle',         # 'shuffle' | 'class_balanced' (GReFEL) | 'imbalance'
       sampler_power=1.0,         # 'imbalance': P(example) ~ n_class ** -power
       append=False,              # paper 002: + flipped + rotated +-20 degree copies
+      class_subsample=False,     # every class cut to the smallest one's count (CAGE VA)
       bagging_fraction=0.0,      # > 0: one ensemble member's subset (paper 004: 0.2)
       bagging_member=0,
       bagging_replace=False,     # bootstrap sample instead of a subset

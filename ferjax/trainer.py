@@ -76,6 +76,28 @@ class Run:
   def fresh_state(self):
     return self.steps.init(jax.random.key(self.cfg.seed))
 
+  def with_backbone_weights(self, state):
+    """`state` with its 'backbone' parameters (and BatchNorm statistics) read from the PyTorch
+    checkpoint `config.model.backbone_weights` (ImageNet weights from torchvision or timm), keys
+    starting with `model.backbone_ignore` (the reference's classifier) dropped. Only a fresh
+    run reads it: resumed and evaluated runs take everything from their checkpoint."""
+    from ferjax.interop import torch as interop
+    m, tree = self.cfg.model, jax.device_get(state.tree())
+    if 'backbone' not in tree['params']:
+      raise ValueError(f"config.model.backbone_weights: method {self.cfg.method!r} has no "
+                       f"'backbone' parameters (top level: {sorted(tree['params'])}); CAFE's "
+                       'mask net takes config.cafe.resnet_weights')
+    target = {'params': tree['params']['backbone'],
+              'batch_stats': tree['batch_stats'].get('backbone', {})}
+    loaded = interop.from_torch(m.backbone, interop.load_state_dict(m.backbone_weights),
+                                ignore=tuple(m.backbone_ignore), abstract=target)
+    tree['params'] = dict(tree['params'], backbone=loaded['params'])
+    if loaded.get('batch_stats'):
+      tree['batch_stats'] = dict(tree['batch_stats'], backbone=loaded['batch_stats'])
+    runtime.say(f'backbone {m.backbone}: weights from {m.backbone_weights}')
+    tree = jax.device_put(tree, self.steps.state_sharding.tree())
+    return steps_lib.TrainState.from_tree(tree)
+
   def restore_params(self, mngr: checkpoint.Manager, step=None, exclude=()):
     """A fresh state whose params/batch_stats come from a checkpoint (eval, init_from).
 
@@ -142,6 +164,8 @@ def _initial_state(run: Run, mngr: checkpoint.Manager, data_iter):
     other = checkpoint.Manager(cfg.train.init_from, read_only=True)
     exclude = [p.strip() for p in cfg.train.init_exclude.split(',') if p.strip()]
     return run.restore_params(other, exclude=exclude), 'init_from'
+  if cfg.model.get('backbone_weights'):
+    return run.with_backbone_weights(run.fresh_state()), 'backbone_weights'
   return run.fresh_state(), 'scratch'
 
 

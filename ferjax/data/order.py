@@ -7,6 +7,8 @@ config.data chooses (each off at its default):
                      `bagging_member`, with `bagging_replace` / `bagging_disjoint` as in
                      samplers.bagging_subset; drawn from the run's seed, so members of one
                      ensemble share `seed` and differ in `bagging_member`
+  class_subsample    a fixed class-balanced subset, every class cut to the smallest one's count
+                     (CAGE's valence/arousal model)
   label_noise        a fraction of the training labels flipped (GReFEL's noise studies), mode
                      `label_noise_mode`; the same examples flip in every epoch and on resume
   sampler            'shuffle' (a fresh permutation per epoch), 'class_balanced' (GReFEL: every
@@ -80,11 +82,15 @@ def training_source(cfg, src, seed: int):
     src = Relabeled(src, noisy, flipped, num_classes)
     labels = noisy
   pool = np.arange(len(src), dtype=np.int64)
+  if _opt(d, 'class_subsample', False):
+    if labels is None:
+      labels = source_labels(src)
+    pool = samplers.class_subsample(np.where(labels < num_classes, labels, -1), seed)
   fraction = float(_opt(d, 'bagging_fraction', 0.0))
   if fraction > 0:
-    pool = samplers.bagging_subset(len(src), fraction, int(_opt(d, 'bagging_member', 0)), seed,
-                                   replace=bool(_opt(d, 'bagging_replace', False)),
-                                   disjoint=bool(_opt(d, 'bagging_disjoint', False)))
+    pool = pool[samplers.bagging_subset(pool.size, fraction, int(_opt(d, 'bagging_member', 0)),
+                                        seed, replace=bool(_opt(d, 'bagging_replace', False)),
+                                        disjoint=bool(_opt(d, 'bagging_disjoint', False)))]
   sampler = _opt(d, 'sampler', 'shuffle')
   if sampler not in SAMPLERS:
     raise ValueError(f'config.data.sampler={sampler!r}; known: {SAMPLERS}')
@@ -95,8 +101,12 @@ def training_source(cfg, src, seed: int):
   return src, pool, (None if labels is None else labels[pool])
 
 
-def pool_size(cfg, n: int) -> int:
-  """Examples per epoch once bagging has taken its subset of the n training examples."""
+def pool_size(cfg, src_or_n) -> int:
+  """Examples per epoch: the training set (a source, or its size) after append, the class
+  subsample and bagging."""
+  if _opt(cfg.data, 'class_subsample', False):
+    return training_source(cfg, src_or_n, cfg.seed)[1].size
+  n = src_or_n if isinstance(src_or_n, int) else len(src_or_n)
   fraction = float(_opt(cfg.data, 'bagging_fraction', 0.0))
   if _opt(cfg.data, 'append', False):
     n = len(offline_augment.Appended(range(n)))   # Appended needs only the length

@@ -1,8 +1,9 @@
 """grain input pipelines: a process's shard -> shuffle -> standard batch -> global jax.Array.
 
-Training: each process shuffles its own shard (reseeded every epoch), batches
-`global_batch / process_count` examples and hands them to `to_global`, which assembles the
-global array sharded over the mesh's batch axes. The iterator's state is checkpointed with the
+Training: `order.BatchOrder` gives the example ids of every global batch (shuffled anew each
+epoch, or class-balanced / imbalance-aware, over the run's pool); each process reads its slice,
+`global_batch / process_count` examples, and hands it to `to_global`, which assembles the global
+array sharded over the mesh's batch axes. The iterator's state is checkpointed with the
 model, so a resumed run continues the exact stream.
 
 Evaluation: examples are read in order and the last batch is padded with `mask = 0`, so every
@@ -127,6 +128,9 @@ def train_size(cfg) -> int:
   """Examples per epoch: the synthetic benchmark has as many as `data.train_examples` asks for;
   a prepared dataset has its own size (train_examples does not cut it; use a split slice such
   as `rafdb:train[:10%]` for a subset). `append` and bagging change it (order.pool_size)."""
+  if cfg.data.get('class_subsample', False):     # needs the labels
+    return order.pool_size(cfg, sources.make(cfg.data.train, cfg.data.train_examples,
+                                             cfg.data.image_size, cfg.seed))
   if sources.parse(cfg.data.train)[0] == 'synthetic':
     n = cfg.data.train_examples
   else:

@@ -8,6 +8,7 @@ never sampled, never flipped and never counted.
   class_balanced_batches   GReFEL's batches of B images per expression
   imbalance_aware_order    sampling probability of an example proportional to n_class**-power
   bagging_subset           the training subset of one ensemble member (Jeong et al., paper 004)
+  class_subsample          a class-balanced subset: every class cut to the smallest (CAGE's VA)
   inject_label_noise       synthetic label noise for noise studies (GReFEL Tables 5 and 7)
   class_weights            per-class loss weights (inverse frequency and variants; CAGE Table 4)
 """
@@ -19,7 +20,7 @@ import numpy as np
 
 WEIGHT_MODES = ('inverse', 'inverse_sqrt', 'effective', 'complement')
 WEIGHT_NORMS = ('samples', 'classes_mean', 'classes_sum', 'none')
-_SALT_BATCHES, _SALT_ORDER, _SALT_BAG, _SALT_NOISE = 11, 12, 13, 14
+_SALT_BATCHES, _SALT_ORDER, _SALT_BAG, _SALT_NOISE, _SALT_SUB = 11, 12, 13, 14, 15
 
 
 def _labels(labels) -> np.ndarray:
@@ -136,6 +137,26 @@ def bagging_subset(num_examples: int, fraction: float, member: int, seed: int,
     return np.sort(perm[member * size:(member + 1) * size])
   rng = np.random.default_rng([_SALT_BAG, _seed(seed), int(member)])
   return np.sort(rng.choice(num_examples, size=size, replace=replace)).astype(np.int64)
+
+
+def class_subsample(labels, seed: int, per_class: int | None = None) -> np.ndarray:
+  """Sorted indices of a class-balanced subset: `per_class` examples of every class present
+  (default: the smallest class's count), each class drawn uniformly without replacement.
+
+  CAGE's valence/arousal model trains on AffectNet "class-balanced by subsampling to the
+  minority-class count" (notes/reference-implementations.md section 4). Unlabelled examples
+  (label < 0) are left out.
+  """
+  y = _labels(labels)
+  classes, counts = np.unique(y[y >= 0], return_counts=True)
+  if classes.size == 0:
+    raise ValueError('class_subsample: no labelled example')
+  k = int(counts.min()) if per_class is None else int(per_class)
+  if k < 1 or k > counts.min():
+    raise ValueError(f'per_class must be in 1..{counts.min()} (the smallest class), got {k}')
+  rng = np.random.default_rng([_SALT_SUB, _seed(seed)])
+  parts = [rng.choice(np.flatnonzero(y == c), size=k, replace=False) for c in classes]
+  return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
 def inject_label_noise(labels, rate: float, num_classes: int, seed: int,

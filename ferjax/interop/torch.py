@@ -198,15 +198,20 @@ def _short(keys, n=12) -> str:
 
 
 def from_torch(arch: str, state_dict: Mapping[str, Any], ignore: Sequence[str] = (),
-               input_shape=None, **overrides) -> dict:
+               input_shape=None, abstract: Mapping | None = None, **overrides) -> dict:
   """A reference state_dict -> ferjax variables ({'params': ..., 'batch_stats': ...}).
 
   `ignore`: torch key prefixes to drop on purpose (e.g. ('fc.',) to keep only a backbone).
   Any other key without a Flax counterpart, any missing key and any shape mismatch is an error.
+  `abstract`: the target variable tree (arrays or ShapeDtypeStructs) when the module already
+  exists, e.g. a method's backbone subtree; otherwise `arch` is built with `overrides`.
   """
   m = get(arch)
   sd = {k: v for k, v in state_dict.items() if not any(k.startswith(p) for p in ignore)}
-  abstract = abstract_variables(arch, input_shape, **overrides)
+  if abstract is None:
+    abstract = abstract_variables(arch, input_shape, **overrides)
+  else:
+    abstract = {k: v for k, v in abstract.items() if v}
   names = _names(arch, abstract)
   wanted = {key for key, _ in names.values()}
   extra = set(m.extra_torch(sd))

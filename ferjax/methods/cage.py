@@ -293,6 +293,9 @@ def paper_config(c: ml_collections.ConfigDict, version: str = 'combined', task: 
                         saturation=0.2, hue=0.1, grayscale_p=0.01, perspective=0.2,
                         perspective_p=0.5, erasing_p=0.5, erasing_scale=(0.02, 0.2),
                         erasing_ratio=(0.3, 3.3)))
+  # The official VA model trains on a class-balanced subset (every expression cut to the
+  # minority class's count), fine-tuned from the combined model.
+  c.data.class_subsample = version == 'va'
   if task == 'emotic':
     c.model.num_classes = len(labels.MULTILABEL_SPACES['emotic26'])
     c.augment.mean = tuple(m1 + m2 * s1 for m1, m2, s1 in

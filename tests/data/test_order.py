@@ -25,9 +25,9 @@ class _Labels:
             'index': np.int32(i)}
 
 
-def _cfg(**data):
+def _cfg(seed=0, **data):
   cfg = ml_collections.ConfigDict({'data': config_lib.base_config().data.to_dict(),
-                                   'model': {'num_classes': 4}})
+                                   'model': {'num_classes': 4}, 'seed': seed})
   cfg.data.update(data)
   return cfg
 
@@ -108,3 +108,17 @@ def test_pipeline_class_balanced_and_append_end_to_end():
 def test_bad_sampler_name_is_named():
   with pytest.raises(ValueError, match="sampler='balanced'"):
     order.training_source(_cfg(sampler='balanced'), _Labels(np.zeros(8, int)), seed=0)
+
+
+def test_class_subsample_cuts_every_class_to_the_smallest():
+  y = np.array([0] * 50 + [1] * 9 + [2] * 20 + [3] * 30 + [-1] * 5)
+  src, pool, _ = order.training_source(_cfg(class_subsample=True), _Labels(y), seed=3)
+  np.testing.assert_array_equal(np.bincount(y[pool], minlength=4), [9, 9, 9, 9])
+  assert np.unique(pool).size == 36
+  assert order.pool_size(_cfg(class_subsample=True, seed=3), _Labels(y)) == 36
+  again = order.training_source(_cfg(class_subsample=True), _Labels(y), seed=3)[1]
+  np.testing.assert_array_equal(again, pool)
+  # bagging then takes its fraction of the balanced pool
+  _, bag, _ = order.training_source(_cfg(class_subsample=True, bagging_fraction=0.5),
+                                    _Labels(y), seed=3)
+  assert bag.size == 18 and np.isin(bag, pool).all()
