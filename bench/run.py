@@ -100,6 +100,11 @@ def main(argv=None) -> int:
       notes.append(f'XLA temp {r["xla_temp_mb"]:.0f} MB')
     if name == 'augment':
       notes.append(f'{r["ferjax"]["step_ms"]:.1f} ms per batch of 64 at 112 px')
+    for key in ('ferjax_exact', 'cache_gain'):     # the CAFE step's exact-mode figures
+      if key in r:
+        row[key] = r[key]['per_s'] if isinstance(r[key], dict) else r[key]
+    if 'notes' in r:
+      notes.append(r['notes'])
     row['notes'] = ', '.join(notes)
     rep.add(**row)
   meta['peak_rss_mb'] = common.peak_rss_mb()

@@ -67,7 +67,8 @@ class Relabeled:
 
 def training_source(cfg, src, seed: int):
   """(source, pool, labels): the source after `append` and `label_noise`, the example ids this
-  run may draw (bagging) and their labels in the config's class space (-1 outside it)."""
+  run may draw (class subsample, then bagging) and, when a sampler or the noise needed them,
+  their labels in the config's class space (-1 outside it); else None."""
   d = cfg.data
   if _opt(d, 'append', False):
     src = offline_augment.Appended(src)

@@ -247,8 +247,9 @@ def build(cfg) -> Method:
 def count_positives(source) -> tuple[np.ndarray, int]:
   """(positives per category, examples) of a source whose items carry 'multilabel' (EMOTIC):
   the numbers for cage.pos_counts / cage.pos_total. Reads each stored record once."""
-  rows = [np.asarray((source.record(i) if hasattr(source, "record") else source[i])
-                     ['multilabel'], np.float64) for i in range(len(source))]
+  read = source.record if hasattr(source, 'record') else source.__getitem__
+  rows = [np.asarray(read(i)['multilabel'], np.float64)
+          for i in runtime.progress(range(len(source)), desc='counting EMOTIC positives')]
   return np.sum(rows, axis=0).astype(np.int64), len(rows)
 
 
