@@ -76,31 +76,22 @@ def loaders(num_images: int, workers: int, repeats: int) -> dict:
   dl = torch.utils.data.DataLoader(_TorchFiles((paths * reps)[:(WARMUP + n_batches) * BATCH]),
                                    batch_size=BATCH, num_workers=workers, drop_last=True,
                                    persistent_workers=workers > 0)
-  grain_times, torch_times = [], []
+  timed = {'ferjax': [], 'torch': []}
 
-  def g():
-    it = iter(it_ds)
+  def timed_pass(side, loader):
+    it = iter(loader)
     for _ in range(WARMUP):
       next(it)
     t0 = time.perf_counter()
     for _ in range(n_batches):
       next(it)
-    grain_times.append(time.perf_counter() - t0)
+    timed[side].append(time.perf_counter() - t0)
     del it
     gc.collect()
 
-  def t():
-    it = iter(dl)
-    for _ in range(WARMUP):
-      next(it)
-    t0 = time.perf_counter()
-    for _ in range(n_batches):
-      next(it)
-    torch_times.append(time.perf_counter() - t0)
-    del it
-
-  times = interleave({'ferjax': g, 'torch': t}, repeats)
-  times = {'ferjax': grain_times[-repeats:], 'torch': torch_times[-repeats:]}  # timed passes
+  interleave({'ferjax': lambda: timed_pass('ferjax', it_ds),
+              'torch': lambda: timed_pass('torch', dl)}, repeats)
+  times = {k: v[-repeats:] for k, v in timed.items()}    # the timed passes, not the warm-up
   return {'ferjax': summary(times['ferjax'], n_batches * BATCH),
           'torch': summary(times['torch'], n_batches * BATCH), 'workers': workers}
 

@@ -44,9 +44,9 @@ def predict_set(predict_fn, state, eval_set: pipeline.EvalSet, mesh, progress: b
 def score(pred: dict, data: dict, class_names) -> dict:
   """Report metrics of one eval set (padding excluded through the mask)."""
   mask = data['mask']
-  if 'probs' in pred:
+  if 'probs' in pred and np.any((mask > 0) & (data['label'] >= 0)):
     report = metrics.classification_report(data['label'], pred['probs'], class_names, mask=mask)
-  else:
+  else:   # no expression labels (EMOTIC, a V/A-only set): no accuracy of 0 out of 0
     report = {'n': int(np.sum(mask > 0))}
   if 'multilabel' in pred and 'multilabel' in data:
     report['multilabel'] = metrics.multilabel_report(data['multilabel'], pred['multilabel'],

@@ -346,24 +346,33 @@ def test_va_starts_from_combined_without_its_head(combined_run, tmp_path, capfd)
   assert not (out / 'confusion_lab_test.png').exists()
 
 
-def test_emotic_end_to_end_from_raw_files(tmp_path, capfd):
-  """Raw EMOTIC CSV tree -> prepare -> CAGE training: the batch carries 'multilabel' [B, 26]
-  and 'vad' [B, 3], the BCE's pos_weight is counted on the training split, and evaluation
-  reports top-3 accuracy, mean AP and per-dimension V/A/D errors."""
-  from ferjax.data import pipeline, prepare
+@pytest.fixture(scope='module')
+def emotic_dir(tmp_path_factory):
+  """A raw EMOTIC CSV tree (12 body crops per split) prepared as a TFDS dataset."""
+  from ferjax.data import prepare
   from ferjax.data.readers import emotic
   from tests.data.readers import fixtures_b
   rng = np.random.default_rng(0)
+  tmp = tmp_path_factory.mktemp('emotic')
 
   def rows(n):
     return [('mscoco/images', f'{i}.jpg', (0, 0, 8 - i % 3, 8),
              [str(c) for c in rng.choice(emotic.CATEGORIES, 1 + i % 3, replace=False)],
              tuple(float(v) for v in rng.uniform(1, 10, 3).round(1))) for i in range(n)]
 
-  raw, data_dir = tmp_path / 'raw', str(tmp_path / 'tfds')
-  fixtures_b.emotic_tree(raw, {s: rows(12) for s in ('train', 'val', 'test')})
-  assert prepare.main(['--dataset', 'emotic', '--manual_dir', str(raw), '--data_dir', data_dir,
-                       '--no_progress']) == 0
+  fixtures_b.emotic_tree(tmp / 'raw', {s: rows(12) for s in ('train', 'val', 'test')})
+  data_dir = str(tmp / 'tfds')
+  assert prepare.main(['--dataset', 'emotic', '--manual_dir', str(tmp / 'raw'), '--data_dir',
+                       data_dir, '--no_progress']) == 0
+  return data_dir
+
+
+def test_emotic_end_to_end_from_raw_files(emotic_dir, tmp_path, capfd):
+  """Raw EMOTIC CSV tree -> prepare -> CAGE training: the batch carries 'multilabel' [B, 26]
+  and 'vad' [B, 3], the BCE's pos_weight is counted on the training split, and evaluation
+  reports top-3 accuracy, mean AP and per-dimension V/A/D errors."""
+  from ferjax.data import pipeline
+  data_dir = emotic_dir
   cfg = load(os.path.join(REPO, 'configs', 'cage_emotic.py'), 'smoke', **{
       'data.train': f'emotic:train@{data_dir}', 'data.eval_sets': f'emotic:test@{data_dir}',
       'batch_size': 8, 'eval_batch_size': 8, 'train.max_steps': 2, 'mesh.data': 1})
@@ -375,3 +384,21 @@ def test_emotic_end_to_end_from_raw_files(tmp_path, capfd):
   r = reports[f'emotic:test@{data_dir}']
   assert r['multilabel']['n'] == 12 and 0.0 <= r['multilabel']['top3_accuracy'] <= 1.0
   assert set(r['vad']) >= {'valence', 'arousal', 'dominance'}
+
+
+def test_cross_dataset_va_of_an_affectnet_style_model_on_emotic(combined_run, emotic_dir,
+                                                                tmp_path):
+  """A combined (classes + V/A) model scored on another dataset's valence/arousal: EMOTIC's
+  1..10 ratings arrive mapped to [-1, 1] by its reader, and the report has V/A errors for all
+  12 crops although none has an expression class."""
+  from ferjax import evaluate
+  workdir, _ = combined_run
+  mngr = checkpoint.Manager(workdir, read_only=True)
+  run = trainer.Run(trainer.reconcile_config(mngr.config()))
+  state = run.restore_params(mngr)
+  spec = f'emotic:test@{emotic_dir}'
+  reports = evaluate.evaluate(run.steps.predict, state, [spec], run.cfg, run.mesh,
+                              run.method.class_names, str(tmp_path))
+  r = reports[spec]
+  assert r['va']['n'] == 12 and np.isfinite(r['va']['arousal']['ccc'])
+  assert r['n'] == 12 and 'accuracy' not in r      # no expression label: no 0-of-0 accuracy
