@@ -4,6 +4,9 @@ on all, print the matrix (rows: training domain; columns: test domains and their
   python -m ferjax.methods.cafe_protocol --config configs/cafe_synthetic.py:cpu \\
       --workdir runs/cafe_xdomain [--domains lab,wild] [--extra variant=baseline]
 
+`--compare DIR,DIR,...` prints, for finished runs, mean in-domain / cross-domain accuracy side by
+side (the Table 2 ablation on the synthetic domains).
+
 Each row is an ordinary `ferjax.train` run in `<workdir>/<domain>` (the config argument gets
 `domain=<d>` appended); a finished run is not retrained, its final results.json is read back.
 Writes `<workdir>/matrix.md` and `matrix.json`.
@@ -62,14 +65,37 @@ def run_protocol(config: str, workdir: str, domains: list[str], extra: str = '')
   return rows
 
 
+def compare_table(workdirs: list[str]) -> str:
+  """One row per finished protocol run (its matrix.json): mean in-domain accuracy (the
+  diagonal), mean cross-domain accuracy (off the diagonal) and the mean of the whole matrix,
+  the synthetic analogue of the paper's Table 2."""
+  lines = ['| run | config | in-domain | cross-domain | all |', '|---|---|---|---|---|']
+  for wd in workdirs:
+    with open(os.path.join(wd, 'matrix.json')) as f:
+      m = json.load(f)
+    rows = m['rows']
+    diag = [accs[train] for train, accs in rows.items()]
+    off = [v for train, accs in rows.items() for test, v in accs.items() if test != train]
+    lines.append(f'| {os.path.basename(os.path.normpath(wd))} | {m["config"]} {m["extra"]} | '
+                 f'{np.mean(diag):.2f} | {np.mean(off):.2f} | {np.mean(diag + off):.2f} |')
+  return '\n'.join(lines)
+
+
 def main(argv=None):
   from ferjax import config as config_lib
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument('--config', required=True, help='configs/cafe_synthetic.py[:args]')
-  p.add_argument('--workdir', required=True)
+  p.add_argument('--config', help='configs/cafe_synthetic.py[:args]')
+  p.add_argument('--workdir', help='where the runs and matrix.json go')
+  p.add_argument('--compare', default='',
+                 help='comma-separated workdirs of finished runs: print their summary table')
   p.add_argument('--domains', default=','.join(config_lib.SYNTHETIC_DOMAINS))
   p.add_argument('--extra', default='', help='more config arguments, e.g. variant=baseline')
   a = p.parse_args(argv)
+  if a.compare:
+    print(compare_table([d for d in a.compare.split(',') if d]))
+    return
+  if not (a.config and a.workdir):
+    p.error('--config and --workdir are needed (or --compare)')
   run_protocol(a.config, a.workdir, [d for d in a.domains.split(',') if d], a.extra)
 
 

@@ -216,3 +216,16 @@ def test_mask_net_starts_from_msceleb_style_torch_weights(tmp_path):
     cfg.cafe.clip_overrides.projection_dim = 16
   with pytest.raises(ValueError, match='does not fit resnet18'):
     trainer.Run(cfg).fresh_state()
+
+
+def test_compare_table_means_diagonal_and_off_diagonal(tmp_path):
+  import json
+  from ferjax.methods import cafe_protocol
+  rows = {'a': {'a': 90.0, 'b': 20.0, 'c': 30.0}, 'b': {'a': 10.0, 'b': 60.0, 'c': 40.0},
+          'c': {'a': 50.0, 'b': 0.0, 'c': 30.0}}
+  (tmp_path / 'x').mkdir()
+  (tmp_path / 'x' / 'matrix.json').write_text(json.dumps({'config': 'cfg', 'extra': 'v=1',
+                                                          'rows': rows}))
+  table = cafe_protocol.compare_table([str(tmp_path / 'x')])
+  # diagonal (90 + 60 + 30) / 3 = 60; off-diagonal (20 + 30 + 10 + 40 + 50 + 0) / 6 = 25
+  assert table.splitlines()[-1] == '| x | cfg v=1 | 60.00 | 25.00 | 36.67 |'
