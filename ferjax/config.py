@@ -175,7 +175,8 @@ def load(path_and_arg: str) -> ml_collections.ConfigDict:
   path, _, arg = path_and_arg.partition(':')
   if not os.path.exists(path):
     raise FileNotFoundError(f'config file {path!r} does not exist')
-  spec = importlib.util.spec_from_file_location('ferjax_config_' + os.path.basename(path)[:-3], path)
+  name = 'ferjax_config_' + os.path.basename(path)[:-3]
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, 'get_config'):
