@@ -23,6 +23,16 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
+def _paired(target, pred) -> tuple[np.ndarray, np.ndarray]:
+  """Continuous targets and predictions as float64 (N, D) arrays of the same shape."""
+  target, pred = np.asarray(target, np.float64), np.asarray(pred, np.float64)
+  if target.ndim == 1:
+    target, pred = target[:, None], pred[:, None]
+  if target.shape != pred.shape:
+    raise ValueError(f'target {target.shape} and pred {pred.shape} differ')
+  return target, pred
+
+
 def _row_keep(n: int, mask: Optional[np.ndarray]) -> np.ndarray:
   """Boolean ``[n]`` of rows to keep according to ``mask``."""
   if mask is None:
@@ -149,12 +159,7 @@ def regression_report(target: np.ndarray, pred: np.ndarray,
   Returns:
     ``{name: {rmse, mae, mse, ccc, pcc}, ..., 'mean_ccc': float, 'n': int}``
   """
-  target = np.asarray(target, np.float64)
-  pred = np.asarray(pred, np.float64)
-  if target.ndim == 1:
-    target, pred = target[:, None], pred[:, None]
-  if target.shape != pred.shape:
-    raise ValueError(f'target {target.shape} and pred {pred.shape} differ')
+  target, pred = _paired(target, pred)
   names = [str(s) for s in names]
   if len(names) != target.shape[1]:
     raise ValueError(f'{len(names)} names for {target.shape[1]} dimensions')
@@ -192,12 +197,7 @@ def concat_regression_official(target: np.ndarray, pred: np.ndarray,
 
   Returns ``{mse, mae, rmse, ccc, n}`` (n = rows, each contributing D values).
   """
-  target = np.asarray(target, np.float64)
-  pred = np.asarray(pred, np.float64)
-  if target.ndim == 1:
-    target, pred = target[:, None], pred[:, None]
-  if target.shape != pred.shape:
-    raise ValueError(f'target {target.shape} and pred {pred.shape} differ')
+  target, pred = _paired(target, pred)
   keep = _row_keep(target.shape[0], mask)
   t, p = target[keep].T.reshape(-1), pred[keep].T.reshape(-1)   # dim-major, as list(v) + list(a)
   if t.size < 2:
@@ -220,11 +220,8 @@ def abs_error_curve(target: np.ndarray, pred: np.ndarray,
   Returns ``{'bounds': [...], name: [share per bound], ..., 'n': int}``; bounds default to
   0, 0.05, ..., 1.0 (V/A live in [-1, 1]).
   """
-  target = np.asarray(target, np.float64)
-  pred = np.asarray(pred, np.float64)
-  if target.ndim == 1:
-    target, pred = target[:, None], pred[:, None]
-  if target.shape != pred.shape or len(names) != target.shape[1]:
+  target, pred = _paired(target, pred)
+  if len(names) != target.shape[1]:
     raise ValueError(f'target {target.shape}, pred {pred.shape} and {len(names)} names differ')
   bounds = np.round(np.linspace(0.0, 1.0, 21), 4) if bounds is None else np.asarray(bounds)
   keep = _row_keep(target.shape[0], mask)

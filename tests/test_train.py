@@ -19,12 +19,7 @@ CONFIG = os.path.join(REPO, 'configs', 'baseline_synthetic.py')
 def smoke(**overrides):
   cfg = config_lib.load(CONFIG + ':smoke')
   with cfg.unlocked():
-    for key, value in overrides.items():
-      node = cfg
-      *path, last = key.split('.')
-      for p in path:
-        node = node[p]
-      node[last] = value
+    cfg.update_from_flattened_dict(overrides)
   return cfg
 
 

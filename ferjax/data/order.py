@@ -29,10 +29,6 @@ from ferjax.data import offline_augment, samplers
 SAMPLERS = ('shuffle', 'class_balanced', 'imbalance')
 
 
-def _opt(data_cfg, name, default):
-  return data_cfg.get(name, default) if hasattr(data_cfg, 'get') else default
-
-
 def source_labels(src) -> np.ndarray:
   """int64 [len(src)] labels in the source's class space (-1 unknown), without decoding images
   where the source can (synthetic and prepared sources have `labels()`)."""
@@ -70,29 +66,29 @@ def training_source(cfg, src, seed: int):
   run may draw (class subsample, then bagging) and, when a sampler or the noise needed them,
   their labels in the config's class space (-1 outside it); else None."""
   d = cfg.data
-  if _opt(d, 'append', False):
+  if d.append:
     src = offline_augment.Appended(src)
   num_classes = cfg.model.num_classes
   labels = None
-  rate = float(_opt(d, 'label_noise', 0.0))
+  rate = float(d.label_noise)
   if rate > 0:
     labels = source_labels(src)
     clean = np.where(labels < num_classes, labels, -1)
     noisy, flipped = samplers.inject_label_noise(clean, rate, num_classes, seed,
-                                                 mode=_opt(d, 'label_noise_mode', 'symmetric'))
+                                                 mode=d.label_noise_mode)
     src = Relabeled(src, noisy, flipped, num_classes)
     labels = noisy
   pool = np.arange(len(src), dtype=np.int64)
-  if _opt(d, 'class_subsample', False):
+  if d.class_subsample:
     if labels is None:
       labels = source_labels(src)
     pool = samplers.class_subsample(np.where(labels < num_classes, labels, -1), seed)
-  fraction = float(_opt(d, 'bagging_fraction', 0.0))
+  fraction = float(d.bagging_fraction)
   if fraction > 0:
-    pool = pool[samplers.bagging_subset(pool.size, fraction, int(_opt(d, 'bagging_member', 0)),
-                                        seed, replace=bool(_opt(d, 'bagging_replace', False)),
-                                        disjoint=bool(_opt(d, 'bagging_disjoint', False)))]
-  sampler = _opt(d, 'sampler', 'shuffle')
+    pool = pool[samplers.bagging_subset(pool.size, fraction, int(d.bagging_member),
+                                        seed, replace=bool(d.bagging_replace),
+                                        disjoint=bool(d.bagging_disjoint))]
+  sampler = d.sampler
   if sampler not in SAMPLERS:
     raise ValueError(f'config.data.sampler={sampler!r}; known: {SAMPLERS}')
   if sampler != 'shuffle':
@@ -102,16 +98,9 @@ def training_source(cfg, src, seed: int):
   return src, pool, (None if labels is None else labels[pool])
 
 
-def pool_size(cfg, src_or_n) -> int:
-  """Examples per epoch: the training set (a source, or its size) after append, the class
-  subsample and bagging."""
-  if _opt(cfg.data, 'class_subsample', False):
-    return training_source(cfg, src_or_n, cfg.seed)[1].size
-  n = src_or_n if isinstance(src_or_n, int) else len(src_or_n)
-  fraction = float(_opt(cfg.data, 'bagging_fraction', 0.0))
-  if _opt(cfg.data, 'append', False):
-    n = len(offline_augment.Appended(range(n)))   # Appended needs only the length
-  return max(1, round(fraction * n)) if fraction > 0 else n
+def pool_size(cfg, src) -> int:
+  """Examples per epoch: the size of the pool `training_source` draws from."""
+  return training_source(cfg, src, cfg.seed)[1].size
 
 
 class BatchOrder:

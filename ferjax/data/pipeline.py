@@ -110,8 +110,8 @@ def train_dataset(cfg, seed: int) -> grain.IterDataset:
   num_classes = cfg.model.num_classes
   lb = local_batch_size(cfg.batch_size)
   lo = jax.process_index() * lb
-  batches = order.BatchOrder(pool, labels, cfg.batch_size, cfg.data.get('sampler', 'shuffle'),
-                             seed, cfg.data.get('sampler_power', 1.0))
+  batches = order.BatchOrder(pool, labels, cfg.batch_size, cfg.data.sampler, seed,
+                             cfg.data.sampler_power)
   extra = method_transform(cfg, cfg.data.train, src, seed)
   ds = grain.MapDataset.source(batches).map(
       lambda ids: collate([extra(standardize(src[int(i)], num_classes), int(i))
@@ -127,15 +127,9 @@ def train_dataset(cfg, seed: int) -> grain.IterDataset:
 def train_size(cfg) -> int:
   """Examples per epoch: the synthetic benchmark has as many as `data.train_examples` asks for;
   a prepared dataset has its own size (train_examples does not cut it; use a split slice such
-  as `rafdb:train[:10%]` for a subset). `append` and bagging change it (order.pool_size)."""
-  if cfg.data.get('class_subsample', False):     # needs the labels
-    return order.pool_size(cfg, sources.make(cfg.data.train, cfg.data.train_examples,
-                                             cfg.data.image_size, cfg.seed))
-  if sources.parse(cfg.data.train)[0] == 'synthetic':
-    n = cfg.data.train_examples
-  else:
-    n = len(sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, 0))
-  return order.pool_size(cfg, n)
+  as `rafdb:train[:10%]` for a subset). `append`, the class subsample and bagging change it."""
+  src = sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, cfg.seed)
+  return order.pool_size(cfg, src)
 
 
 def steps_per_epoch(cfg) -> int:

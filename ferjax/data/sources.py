@@ -29,6 +29,7 @@ import numpy as np
 
 SPLITS = ('train', 'val', 'test')
 NUM_EMOTIONS = 8
+_LABELS: dict = {}   # (name, split, data_dir, size) -> labels, see PreparedSource.labels
 
 
 def parse(spec: str) -> tuple[str, list[str]]:
@@ -147,13 +148,15 @@ class PreparedSource:
     return index
 
   def labels(self) -> np.ndarray:
-    """int64 [N] labels of the split (images not decoded), read once and kept."""
-    if getattr(self, '_labels', None) is None:
+    """int64 [N] labels of the split (images not decoded), read once per process: the epoch
+    size, the training order and evaluation each build their own source of the same split."""
+    key = (self.name, self.split, self.data_dir, self.num_examples)
+    if key not in _LABELS:
       from ferjax import runtime
       src = self._source()
-      self._labels = np.array([int(src[i]['label']) for i in runtime.progress(
+      _LABELS[key] = np.array([int(src[i]['label']) for i in runtime.progress(
           range(self.num_examples), desc=f'{self.name}:{self.split} labels')], np.int64)
-    return self._labels
+    return _LABELS[key]
 
   def __getitem__(self, index: int) -> dict:
     index = self._check(index)

@@ -28,6 +28,8 @@ bias), as the official head is built after torchvision's own weight init has run
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -181,24 +183,20 @@ def build(cfg) -> Method:
   model = build_model(cfg)
   num_cls, num_reg, multilabel = head_layout(cfg)
   weights = None if multilabel else class_weights(cfg)
-  known_pw = {}
-
+  @functools.cache
   def bce_pos_weight():
     """cage.pos_counts, else counted on the training set when the loss is first traced (so
     evaluation never pays for it); the count is printed for the config."""
-    if 'pw' not in known_pw:
-      pw = pos_weight(cfg)
-      if pw is None:
-        from ferjax.data import sources
-        src = sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size,
-                           cfg.seed)
-        counts, total = count_positives(src)
-        runtime.say(f'cage: pos_weight from {total} training examples of {cfg.data.train}; '
-                    f'to skip the count set cage.pos_counts={tuple(counts.tolist())}, '
-                    f'cage.pos_total={total}')
-        pw = losses.pos_weight_from_counts(counts, total)
-      known_pw['pw'] = pw
-    return known_pw['pw']
+    pw = pos_weight(cfg)
+    if pw is None:
+      from ferjax.data import sources
+      src = sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, cfg.seed)
+      counts, total = count_positives(src)
+      runtime.say(f'cage: pos_weight from {total} training examples of {cfg.data.train}; '
+                  f'to skip the count set cage.pos_counts={tuple(counts.tolist())}, '
+                  f'cage.pos_total={total}')
+      pw = losses.pos_weight_from_counts(counts, total)
+    return pw
 
   reg_key = 'va' if num_reg == 2 else 'vad'
 

@@ -22,12 +22,7 @@ def smoke(tmp_path, arg='smoke', **overrides):
   with cfg.unlocked():
     cfg.cafe.cache_dir = str(tmp_path / 'features')
     cfg.data.eval_sets = 'synthetic:lab:test'
-    for key, value in overrides.items():
-      node = cfg
-      *path, last = key.split('.')
-      for p in path:
-        node = node[p]
-      node[last] = value
+    cfg.update_from_flattened_dict(overrides)
   return cfg
 
 

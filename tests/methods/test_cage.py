@@ -30,12 +30,7 @@ AFFECTNET_TRAIN = np.array([74874, 134415, 25459, 14090, 6378, 3803, 24882, 3750
 def load(path, arg='', **overrides):
   cfg = config_lib.load(f'{path}:{arg}' if arg else path)
   with cfg.unlocked():
-    for key, value in overrides.items():
-      node = cfg
-      *parents, last = key.split('.')
-      for p in parents:
-        node = node[p]
-      node[last] = value
+    cfg.update_from_flattened_dict(overrides)
   return cfg
 
 
