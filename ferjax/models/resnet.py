@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ferjax.models import layers
 from ferjax.models.layers import Norm
 
 # torchvision initialises convolutions with kaiming_normal_(mode='fan_out', relu).
@@ -20,8 +21,8 @@ conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 def _conv(features, kernel, stride, name, dtype):
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                 use_bias=False, kernel_init=conv_init, dtype=dtype, name=name)
+  return layers.conv(features, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)),
+                     use_bias=False, kernel_init=conv_init, dtype=dtype, name=name)
 
 
 class BasicBlock(nn.Module):
@@ -90,9 +91,9 @@ class ResNet(nn.Module):
     x = nn.relu(norm('bn1')(x))
     if self.caffe:   # ceil_mode: extend the right/bottom edge so the last window fits
       pad = [(0, (-(-(n - 3) // 2)) * 2 + 3 - n) for n in x.shape[1:3]]
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pad)
+      x = layers.max_pool(x, (3, 3), (2, 2), pad)
     else:
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # (B, H/4, W/4, w)
+      x = layers.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))  # (B, H/4, W/4, w)
     extra = {'stride_in_1x1': True} if self.caffe and self.block == 'bottleneck' else {}
     maps = []
     for i, n in enumerate(self.stage_sizes):

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ferjax.models import layers
 from ferjax.models.layers import Norm
 
 # torchvision: convolutions kaiming_normal_(fan_out, relu), Linear weights normal(0, 0.01).
@@ -88,11 +89,11 @@ class VGG(nn.Module):
     for v in self.cfg:
       if v == 'M':
         # Floors odd sizes, as torch's MaxPool2d(2, 2) does.
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = layers.max_pool(x, (2, 2), (2, 2))
         i += 1
         continue
-      x = nn.Conv(v, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_conv_init, dtype=self.dtype,
-                  name=f'features_{i}')(x)
+      x = layers.conv(v, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_conv_init,
+                      dtype=self.dtype, name=f'features_{i}')(x)
       if self.batch_norm:
         i += 1
         x = norm(f'features_{i}')(x)
