@@ -1,4 +1,5 @@
 """Shared layers: the CPU depthwise convolution, convolution and max pool equal lax's."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,3 +90,23 @@ def test_shifted_max_pool_matches_torch_values_and_first_max_gradients(window, s
   want = xt.grad.permute(0, 2, 3, 1).numpy()[:, pads[0][0]:pads[0][0] + 9,
                                              pads[1][0]:pads[1][0] + 8]
   np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(dy))[0]), want, rtol=1e-6, atol=1e-6)
+
+
+def test_dense_with_barrier_backward_equals_nn_dense():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 5, 7)).astype(np.float32))
+  mine, ref = layers.dense(4), nn.Dense(4)
+  v = ref.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, mine.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, v)
+
+  def loss(m):
+    return lambda v, x: (jnp.tanh(m.apply(v, x)) ** 2).sum()
+
+  want = jax.value_and_grad(loss(ref), (0, 1))(v, x)
+  got = jax.jit(jax.value_and_grad(loss(mine), (0, 1)))(v, x)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # Any other contraction is lax's own.
+  a, b = jnp.ones((3, 4, 5)), jnp.ones((3, 5, 2))
+  np.testing.assert_array_equal(layers.dot_general(a, b, (((2,), (1,)), ((0,), (0,)))),
+                                jax.lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,)))))

@@ -128,7 +128,7 @@ class RelativeAttention(nn.Module):
     heads = d // self.head_dim
     table = self.param('relative_position_bias_table', nn.initializers.truncated_normal(0.02),
                        ((2 * self.size - 1) ** 2, heads), jnp.float32)
-    qkv = nn.Dense(3 * d, kernel_init=_init, dtype=self.dtype, name='to_qkv')(x)
+    qkv = layers.dense(3 * d, kernel_init=_init, dtype=self.dtype, name='to_qkv')(x)
     q, k, v = (t.reshape(b, g, p, heads, self.head_dim) for t in jnp.split(qkv, 3, axis=-1))
     k = k * d ** -0.5  # torchvision scales by the full width, not the head width
     logits = jnp.einsum('bgihd,bgjhd->bghij', q, k).astype(jnp.float32)  # (B, G, H, P, P)
@@ -136,7 +136,7 @@ class RelativeAttention(nn.Module):
     bias = table[index].reshape(p, p, heads).transpose(2, 0, 1)          # (H, P, P)
     attn = jax.nn.softmax(logits + bias, axis=-1).astype(self.dtype)
     out = jnp.einsum('bghij,bgjhd->bgihd', attn, v).reshape(b, g, p, d)
-    return nn.Dense(d, kernel_init=_init, dtype=self.dtype, name='merge')(out)
+    return layers.dense(d, kernel_init=_init, dtype=self.dtype, name='merge')(out)
 
 
 def _partition(x, ph, pw):
@@ -177,8 +177,8 @@ class PartitionAttention(nn.Module):
     y = RelativeAttention(self.head_dim, self.size, self.dtype, name='attn_layer_1')(y)
     t = t + drop_path(self, y, self.drop_rate, train)
     y = _layer_norm('mlp_layer_0', self.dtype)(t)
-    y = nn.Dense(c * self.mlp_ratio, kernel_init=_init, dtype=self.dtype, name='mlp_layer_1')(y)
-    y = nn.Dense(c, kernel_init=_init, dtype=self.dtype, name='mlp_layer_3')(_gelu(y))
+    y = layers.dense(c * self.mlp_ratio, kernel_init=_init, dtype=self.dtype, name='mlp_layer_1')(y)
+    y = layers.dense(c, kernel_init=_init, dtype=self.dtype, name='mlp_layer_3')(_gelu(y))
     t = t + drop_path(self, y, self.drop_rate, train)
     if self.grid:
       t = t.swapaxes(1, 2)
@@ -279,8 +279,8 @@ class MaxViT(nn.Module):
     if self.num_classes:
       c = feats.shape[-1]
       y = _layer_norm('classifier_2', self.dtype)(feats)
-      y = jnp.tanh(nn.Dense(c, kernel_init=_init, dtype=self.dtype, name='classifier_3')(y))
-      feats = nn.Dense(self.num_classes, use_bias=False, kernel_init=_init, dtype=self.dtype,
+      y = jnp.tanh(layers.dense(c, kernel_init=_init, dtype=self.dtype, name='classifier_3')(y))
+      feats = layers.dense(self.num_classes, use_bias=False, kernel_init=_init, dtype=self.dtype,
                        name='classifier_5')(y)
     return (feats, maps) if return_maps else feats
 
