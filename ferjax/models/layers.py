@@ -1,4 +1,9 @@
-"""Layers shared by the backbone families."""
+"""Layers shared by the backbone families, and their CPU-fast forms.
+
+conv, dense, max_pool and DepthwiseConv have the parameters and results of their Flax / lax
+counterparts; on CPU they route around XLA:CPU lowerings that were 2-20x slower than PyTorch
+(measured in README, Benchmarks). Other backends get lax's own ops.
+"""
 from __future__ import annotations
 
 import functools

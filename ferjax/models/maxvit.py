@@ -177,7 +177,8 @@ class PartitionAttention(nn.Module):
     y = RelativeAttention(self.head_dim, self.size, self.dtype, name='attn_layer_1')(y)
     t = t + drop_path(self, y, self.drop_rate, train)
     y = _layer_norm('mlp_layer_0', self.dtype)(t)
-    y = layers.dense(c * self.mlp_ratio, kernel_init=_init, dtype=self.dtype, name='mlp_layer_1')(y)
+    y = layers.dense(c * self.mlp_ratio, kernel_init=_init, dtype=self.dtype,
+                     name='mlp_layer_1')(y)
     y = layers.dense(c, kernel_init=_init, dtype=self.dtype, name='mlp_layer_3')(_gelu(y))
     t = t + drop_path(self, y, self.drop_rate, train)
     if self.grid:
@@ -280,8 +281,8 @@ class MaxViT(nn.Module):
       c = feats.shape[-1]
       y = _layer_norm('classifier_2', self.dtype)(feats)
       y = jnp.tanh(layers.dense(c, kernel_init=_init, dtype=self.dtype, name='classifier_3')(y))
-      feats = layers.dense(self.num_classes, use_bias=False, kernel_init=_init, dtype=self.dtype,
-                       name='classifier_5')(y)
+      feats = layers.dense(self.num_classes, use_bias=False, kernel_init=_init,
+                           dtype=self.dtype, name='classifier_5')(y)
     return (feats, maps) if return_maps else feats
 
 
