@@ -55,6 +55,8 @@ def test_matmul_kernel_gradient_conv_equals_lax(shape, kernel, stride, padding):
 
   want = jax.value_and_grad(loss(jax.lax.conv_general_dilated), (0, 1))(x, w)
   got = jax.jit(jax.value_and_grad(loss(layers.conv_general_dilated), (0, 1)))(x, w)
+  # The CPU form is the one under test, not a fallback to lax.
+  assert 'custom_vjp_call' in str(jax.make_jaxpr(loss(layers.conv_general_dilated))(x, w))
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
   # Other layouts and grouped convolutions are lax's own.
@@ -104,6 +106,7 @@ def test_dense_with_barrier_backward_equals_nn_dense():
 
   want = jax.value_and_grad(loss(ref), (0, 1))(v, x)
   got = jax.jit(jax.value_and_grad(loss(mine), (0, 1)))(v, x)
+  assert 'custom_vjp_call' in str(jax.make_jaxpr(loss(mine))(v, x))   # the CPU form is tested
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   # Any other contraction is lax's own.

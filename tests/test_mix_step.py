@@ -92,3 +92,19 @@ def test_flip_permutes_68_landmarks_to_their_mirror_names():
   kinds = [np.allclose(l, pts2, atol=1e-4) or 2 * np.allclose(l, mirrored, atol=1e-4)
            for l in lm]
   assert set(kinds) == {True, 2}                  # both occurred, nothing else did
+
+
+def test_flip_68_equals_the_mirror_of_the_synthetic_face_template():
+  # An independent construction of the iBUG layout: the renderer's frontal faces are symmetric,
+  # so each landmark's mirror image lands on its partner. Expressions keep the lips apart (a
+  # closed neutral mouth puts inner-lip points on top of each other).
+  import dataclasses
+  from ferjax.data import synthetic, synthetic_geometry as geometry
+  for label in range(7):
+    p = synthetic.sample_params(np.random.default_rng(1), 'lab', label=label)
+    p = dataclasses.replace(p, pose=np.array([0, 0, 0, p.pose[3], 0, 0], np.float32))
+    coef, _ = geometry._coefs(p, False)
+    xy = (coef @ geometry.TEMPLATE.b).reshape(2, -1).T[geometry.LANDMARK_ROWS]
+    mirrored = xy * [-1.0, 1.0]
+    nearest = np.argmin(((mirrored[:, None] - xy[None]) ** 2).sum(-1), 1)
+    np.testing.assert_array_equal(nearest, np.array(augment.FLIP_68))

@@ -101,7 +101,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   runs over the batch only (16-32 values) with the whole feature map as its window; for
   ResNet-18's 28 x 28 x 64 layers at batch 32 it took 110-440 ms against 73 ms as matmuls over
   batch x height x width, and the backward pass was 40% of a training step. Forward and input
-  gradient stay XLA's convolutions. Other backends, dilations, groups and layouts go to lax.
+  gradient stay XLA's convolutions, except pointwise ones (matmuls, see _forward_conv). Other
+  backends, dilations, groups and layouts go to lax.
   """
   dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
   pads = (_explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides)
@@ -154,17 +155,12 @@ def kernel_grad(x, dy, kernel_shape, strides, pads, precision=None):
   since a matmul with 3 rows wastes the machine.
   """
   kh, kw, cin, cout = kernel_shape
-  (pt, pb), (pl, pr) = pads
-  sh, sw = strides
-  b, ho, wo, _ = dy.shape
   # The matmuls read x and dy transposed. Without the barrier XLA fuses that transpose into
   # whatever elementwise chain produced them (in MaxViT, a 980-op fusion over 100 inputs, all
   # read in transposed order: 100-270 ms each); with it the transpose is a plain copy.
   x, dy = lax.optimization_barrier((x, dy))
-  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
   d2 = dy.reshape(-1, cout)
-  taps = [lax.slice(xp, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, cin),
-                    (1, sh, sw, 1)).reshape(-1, cin) for i in range(kh) for j in range(kw)]
+  taps = [t.reshape(-1, cin) for t in _windows(x, (kh, kw), strides, pads)[1]]
   if cin < 16 and len(taps) > 1:
     return jnp.matmul(jnp.concatenate(taps, 1).T, d2, precision=precision).reshape(kernel_shape)
   return jnp.stack([jnp.matmul(t.T, d2, precision=precision) for t in taps]
@@ -203,9 +199,7 @@ class DepthwiseConv(nn.Module):
     bias = self.param('bias', self.bias_init, (c,), self.param_dtype) if self.use_bias else None
     x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
     pads = _explicit_padding(self.padding, x.shape[1:3], self.kernel_size, self.strides)
-    impl = self.impl if self.impl != 'auto' else (
-        'shift' if jax.default_backend() == 'cpu' else 'lax')
-    if impl == 'lax':
+    if _impl(self.impl) == 'lax':
       y = jax.lax.conv_general_dilated(x, kernel, self.strides, pads, feature_group_count=c,
                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     else:
@@ -220,21 +214,29 @@ def _explicit_padding(padding, spatial, kernel, strides):
   return tuple(tuple(p) for p in padding)
 
 
-def _shifted_depthwise(x, w, strides, pads):
-  """sum over (i, j) of the strided window of the padded x starting at (i, j), times w[i, j]."""
+def _windows(x, kernel, strides, pads, pad_value=0.0):
+  """The padded input's shape and, per kernel tap (i, j) in row-major order, the strided window
+  of the padded input that the tap reads for every output position."""
   (pt, pb), (pl, pr) = pads
-  sh, sw = strides
+  (kh, kw), (sh, sw) = kernel, strides
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
+  b, hp, wp, c = xp.shape
+  ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+  return xp.shape, [lax.slice(xp, (0, i, j, 0), (b, i + (ho - 1) * sh + 1,
+                                                 j + (wo - 1) * sw + 1, c), (1, sh, sw, 1))
+                    for i in range(kh) for j in range(kw)]
+
+
+def _impl(impl):
+  """'auto' is the CPU form ('shift') on CPU and lax's op elsewhere."""
+  return impl if impl != 'auto' else ('shift' if jax.default_backend() == 'cpu' else 'lax')
+
+
+def _shifted_depthwise(x, w, strides, pads):
+  """sum over taps (i, j) of the tap's strided window of the padded x, times w[i, j]."""
   kh, kw = w.shape[:2]
-  b, h, wd, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  ho, wo = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
-  out = None
-  for i in range(kh):
-    for j in range(kw):
-      win = jax.lax.slice(xp, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
-                          (1, sh, sw, 1))
-      out = win * w[i, j] if out is None else out + win * w[i, j]
-  return out
+  wins = _windows(x, (kh, kw), strides, pads)[1]
+  return functools.reduce(jnp.add, (win * w[t // kw, t % kw] for t, win in enumerate(wins)))
 
 
 def max_pool(x, window, strides, padding='VALID', impl='auto'):
@@ -246,28 +248,15 @@ def max_pool(x, window, strides, padding='VALID', impl='auto'):
   reduce-window that tracks indices) took 130 ms of ResNet-18's 1.5 s step at 112 px, batch 32.
   'lax' / 'shift' force one form (tests compare them).
   """
-  impl = impl if impl != 'auto' else ('shift' if jax.default_backend() == 'cpu' else 'lax')
-  if impl == 'lax':
+  if _impl(impl) == 'lax':
     return nn.max_pool(x, tuple(window), tuple(strides), padding)
   pads = _explicit_padding(padding, x.shape[1:3], tuple(window), tuple(strides))
   return _shifted_max_pool(x, tuple(window), tuple(strides), pads)
 
 
-def _pool_windows(x, window, strides, pads):
-  """The -inf-padded input and, per tap in row-major order, its strided window."""
-  (pt, pb), (pl, pr) = pads
-  (kh, kw), (sh, sw) = window, strides
-  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-jnp.inf)
-  b, hp, wp, c = xp.shape
-  ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-  wins = [lax.slice(xp, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
-                    (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
-  return xp.shape, wins
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _shifted_max_pool(x, window, strides, pads):
-  return functools.reduce(jnp.maximum, _pool_windows(x, window, strides, pads)[1])
+  return functools.reduce(jnp.maximum, _windows(x, window, strides, pads, -jnp.inf)[1])
 
 
 def _max_pool_fwd(x, window, strides, pads):
@@ -277,8 +266,8 @@ def _max_pool_fwd(x, window, strides, pads):
 
 def _max_pool_bwd(window, strides, pads, res, dy):
   x, y = res
-  padded, wins = _pool_windows(x, window, strides, pads)
-  (kh, kw), (sh, sw) = window, strides
+  padded, wins = _windows(x, window, strides, pads, -jnp.inf)
+  (_, kw), (sh, sw) = window, strides
   _, hp, wp, _ = padded
   _, ho, wo, _ = y.shape
   taken = jnp.zeros(y.shape, bool)
