@@ -12,16 +12,23 @@ Options are k=v (values parsed as Python literals when they are, else strings): 
 crop_margin are the builder's (see tfds_builder); every other option goes to the reader's
 examples(). A dataset that is already prepared is kept (the counts are printed) unless
 --overwrite is given: change options only together with --overwrite or another --data_dir.
+Every build is written to a temporary folder inside DATA_DIR and moved into place only when it
+succeeds, so a run that fails, with --overwrite too, leaves the dataset that was there intact.
+Images left out (unreadable, or without an image extension) are listed in
+DATA_DIR/NAME/skipped_images.txt.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import os
+import shutil
 import sys
 import tempfile
 
 from ferjax.data import readers, tfds_builder
+
+SKIPPED_FILE = 'skipped_images.txt'
 
 
 def parse_options(items) -> dict:
@@ -51,7 +58,12 @@ def check_manual_dir(name: str, manual_dir: str) -> None:
 
 def prepare(name: str, manual_dir: str, data_dir: str | None = None, options: dict | None = None,
             splits=None, overwrite: bool = False, progress: bool = True) -> dict[str, int]:
-  """Prepares `name` into data_dir; returns the number of examples per split."""
+  """Prepares `name` into data_dir; returns the number of examples per split.
+
+  The dataset is built in a temporary folder inside data_dir and renamed into place only when
+  the build succeeds, so a failed run (also with overwrite) leaves any dataset that was
+  there as it was, and nothing that looks like a dataset otherwise.
+  """
   import tensorflow_datasets as tfds
   manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
   data_dir = os.path.abspath(os.path.expanduser(data_dir or tfds_builder.default_data_dir()))
@@ -61,38 +73,81 @@ def prepare(name: str, manual_dir: str, data_dir: str | None = None, options: di
   # ferjax.runtime.progress draws the bars (one per split, counted in images); TFDS's own ones
   # would interleave with them.
   tfds.disable_progress_bar()
-  builder = builder_cls(data_dir=data_dir, file_format=tfds_builder.FILE_FORMAT)
-  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
-          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-  # Nothing is downloaded; a throw-away download_dir keeps TFDS from leaving an empty
-  # DATA_DIR/downloads behind.
-  with tempfile.TemporaryDirectory(prefix='ferjax_prepare_') as tmp:
-    try:
+  if not overwrite and tfds_builder.VERSION in tfds_builder.prepared_versions(name, data_dir):
+    builder = builder_cls(data_dir=data_dir, file_format=tfds_builder.FILE_FORMAT)
+    return {split: builder.info.splits[split].num_examples for split in builder.info.splits}
+  os.makedirs(data_dir, exist_ok=True)
+  # Inside data_dir, so that moving the result into place is a rename on one file system.
+  build_dir = tempfile.mkdtemp(prefix=f'.{name}-', suffix='.incomplete', dir=data_dir)
+  try:
+    builder = builder_cls(data_dir=build_dir, file_format=tfds_builder.FILE_FORMAT)
+    # Nothing is downloaded; a throw-away download_dir keeps TFDS from leaving an empty
+    # downloads folder behind.
+    with tempfile.TemporaryDirectory(prefix='ferjax_prepare_') as tmp:
       builder.download_and_prepare(
           download_dir=tmp,
-          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir,
-                                                       download_mode=mode))
-    except BaseException:
-      # TFDS removes its incomplete version folder; drop the then-empty DATA_DIR/NAME too, so
-      # a failed run leaves nothing that looks like a dataset.
-      root = os.path.join(data_dir, name)
-      if os.path.isdir(root) and not os.listdir(root):
-        os.rmdir(root)
-      raise
-  counts = {split: builder.info.splits[split].num_examples for split in builder.info.splits}
-  skipped = {split: tfds_builder.SKIPPED.get((name, split), []) for split in counts}
-  if any(skipped.values()):
-    path = os.path.join(data_dir, name, 'skipped_images.txt')
-    with open(path, 'w') as f:
-      for split, items in skipped.items():
-        for key, reason in items:
-          f.write(f'{split}\t{key}\t{reason}\n')
-    n = sum(map(len, skipped.values()))
-    first = next(r for items in skipped.values() for _, r in items)
-    print(f'skipped {n} unreadable image(s) '
-          f'({", ".join(f"{s}: {len(v)}" for s, v in skipped.items() if v)}); e.g. {first}; '
-          f'all listed in {path}', file=sys.stderr)
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=manual_dir,
+              download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    counts = {split: builder.info.splits[split].num_examples for split in builder.info.splits}
+    lines, summary = _skipped(name, counts)
+    if lines:
+      with open(os.path.join(build_dir, name, SKIPPED_FILE), 'w') as f:
+        f.writelines(lines)
+    _swap_in(os.path.join(build_dir, name), os.path.join(data_dir, name), build_dir)
+  finally:
+    shutil.rmtree(build_dir, ignore_errors=True)
+  if summary:
+    print(f'skipped {summary}; all listed in {os.path.join(data_dir, name, SKIPPED_FILE)}',
+          file=sys.stderr)
   return counts
+
+
+def _skipped(name: str, counts: dict[str, int]) -> tuple[list[str], str]:
+  """(lines 'split<TAB>key<TAB>reason' of skipped_images.txt, summary) of what the build left
+  out: unreadable images and files without an image extension; ([], '') when nothing."""
+  bad = {split: tfds_builder.SKIPPED.get((name, split), []) for split in counts}
+  other = {split: tfds_builder.NOT_IMAGES.get((name, split), []) for split in counts}
+  lines = [f'{split}\t{key}\t{reason}\n' for split in counts
+           for key, reason in bad[split] + other[split]]
+  parts = []
+  n = sum(map(len, bad.values()))
+  if n:
+    first = next(r for items in bad.values() for _, r in items)
+    parts.append(f'{n} unreadable image(s) '
+                 f'({", ".join(f"{s}: {len(v)}" for s, v in bad.items() if v)}); e.g. {first}')
+  n = sum(map(len, other.values()))
+  if n:
+    first = next(k for items in other.values() for k, _ in items)
+    parts.append(f'{n} file(s) without an image extension '
+                 f'({", ".join(f"{s}: {len(v)}" for s, v in other.items() if v)}); e.g. {first}')
+  return lines, ' and '.join(parts)
+
+
+def _swap_in(new: str, root: str, build_dir: str) -> None:
+  """Moves the built DATA_DIR/NAME contents (`new`) into `root`, replacing what was there.
+
+  The version folder is replaced by two renames (old one aside, new one in), so it is never
+  half written; the old one is put back if the second rename fails. The skipped list belongs
+  to the build: it is replaced, or removed when this build skipped nothing.
+  """
+  os.makedirs(root, exist_ok=True)
+  version = os.path.join(root, tfds_builder.VERSION)
+  old = os.path.join(build_dir, 'replaced')
+  had_old = os.path.exists(version)
+  if had_old:
+    os.rename(version, old)
+  try:
+    os.rename(os.path.join(new, tfds_builder.VERSION), version)
+  except BaseException:
+    if had_old:
+      os.rename(old, version)
+    raise
+  listed = os.path.join(new, SKIPPED_FILE)
+  if os.path.exists(listed):
+    os.replace(listed, os.path.join(root, SKIPPED_FILE))
+  elif os.path.exists(os.path.join(root, SKIPPED_FILE)):
+    os.remove(os.path.join(root, SKIPPED_FILE))
 
 
 def format_counts(name: str, data_dir: str, counts: dict[str, int]) -> str:
@@ -118,7 +173,8 @@ def main(argv=None) -> int:
   ap.add_argument('--option', action='append', default=[], metavar='K=V',
                   help='builder (crop_box, crop_margin) or reader option; repeatable')
   ap.add_argument('--splits', default='', help='comma-separated subset of the splits')
-  ap.add_argument('--overwrite', action='store_true', help='rebuild an existing dataset')
+  ap.add_argument('--overwrite', action='store_true',
+                  help='rebuild an existing dataset (replaced only when the rebuild succeeds)')
   ap.add_argument('--no_progress', action='store_true', help='no progress bars')
   args = ap.parse_args(argv)
   data_dir = os.path.abspath(os.path.expanduser(args.data_dir or tfds_builder.default_data_dir()))

@@ -82,17 +82,44 @@ def display_name(spec: str) -> str:
   return f'{name}/{split}'
 
 
+_GREY_MODES = ('1', 'L', 'LA', 'La', 'F')
+
+
+def upright_8bit(pil):
+  """A just opened PIL image -> the image as it is meant to be seen, in mode 'L' or 'RGB'.
+
+  The one decoding step of every image path: `prepare` (tfds_builder.encode_image) and
+  reading (decode_image) both go through it, so a stored image and a converted one read alike.
+  - EXIF orientation is applied as PIL's ImageOps.exif_transpose applies it (the tag is then
+    dropped, so an image written from the result is not turned twice).
+  - 16-bit grey ('I;16*', and 'I' as Pillow opens some 16-bit files) is scaled to 8 bits,
+    round(v / 257), keeping the full range; a plain convert would clip every value above 255.
+  - Other grey modes become 'L', colour ones 'RGB' (alpha dropped, palette and CMYK converted).
+  """
+  from PIL import Image, ImageOps
+  ImageOps.exif_transpose(pil, in_place=True)
+  if pil.mode == 'I' or pil.mode.startswith('I;16'):
+    wide = np.clip(np.asarray(pil).astype(np.int64), 0, 65535)
+    return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
+  if pil.mode in ('L', 'RGB'):
+    return pil
+  return pil.convert('L' if pil.mode in _GREY_MODES else 'RGB')
+
+
 def decode_image(data: bytes, image_size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
   """Encoded image -> (uint8 [S,S,3] RGB, (width, height) before resizing).
 
-  Every mode becomes RGB (grey is repeated, alpha dropped, CMYK converted), then the whole
-  image is resized to a square (bilinear; Pillow widens the filter when it shrinks, i.e. it
-  antialiases). image_size None keeps the size.
+  The image is made upright and 8-bit (upright_8bit: EXIF orientation applied, 16-bit grey
+  scaled), grey is repeated to RGB, then the whole image is resized to a square (bilinear;
+  Pillow widens the filter when it shrinks, i.e. it antialiases). The size is that of the
+  upright image, the frame that stored landmarks are in. image_size None keeps the size.
   """
   from PIL import Image
   with Image.open(io.BytesIO(data)) as pil:
+    pil = upright_8bit(pil)
     size = pil.size
-    pil = pil.convert('RGB')
+    if pil.mode != 'RGB':
+      pil = pil.convert('RGB')
     if image_size and pil.size != (image_size, image_size):
       pil = pil.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(pil, np.uint8), size

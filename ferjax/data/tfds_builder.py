@@ -8,8 +8,11 @@ this module being imported.
 
 Features of every example:
   image   tfds.features.Image, encoded bytes. A file the reader names is stored byte for byte
-          when it is a PNG or JPEG (no re-encoding loss); other formats (TIFF, BMP, ...) and
-          arrays become PNG. Colour is not converted here: sources decode to RGB.
+          when it is a PNG or JPEG (no re-encoding loss; sources decode it when read); other
+          formats (TIFF, BMP, ...) are decoded as sources decode (sources.upright_8bit: EXIF
+          orientation applied, 16-bit grey scaled to 8 bits, grey kept grey) and arrays are
+          taken as they are; both become PNG. So boxes and landmarks are in pixels of the
+          upright image, whichever way it is stored.
   label   ClassLabel over the names of INFO.class_space (canonical order); -1 unknown.
   key     Text, the reader's stable key (relative path or row id), to trace an example back.
 and, for each name in INFO.features, a fixed-shape Tensor (FEATURE_SHAPES). An example that
@@ -39,7 +42,7 @@ from typing import Iterator
 import numpy as np
 
 from ferjax import labels
-from ferjax.data import readers
+from ferjax.data import readers, sources
 
 VERSION = '1.0.0'
 FILE_FORMAT = 'array_record'
@@ -64,6 +67,9 @@ FEATURE_FILL = {'votes': 0, 'va_valid': True}
 BUILDER_OPTIONS = {'crop_box': False, 'crop_margin': 0.0, 'bad_images': 'skip'}
 # (dataset name, split) -> [(key, reason)] of the images skipped by the last build.
 SKIPPED: dict[tuple[str, str], list[tuple[str, str]]] = {}
+# (dataset name, split) -> [(key, reason)] of the files the reader left out on purpose in the
+# last build (readers.skip_file, e.g. no image extension); listed beside SKIPPED.
+NOT_IMAGES: dict[tuple[str, str], list[tuple[str, str]]] = {}
 
 
 class BadImage(readers.ReaderError):
@@ -228,8 +234,8 @@ def _png(pil_image) -> bytes:
 def encode_image(image, where: str, crop=None) -> tuple[bytes, tuple[int, int]]:
   """(encoded bytes, (x0, y0) of the stored image in the reader's image).
 
-  `crop` is (x, y, w, h) in pixels or None. Bytes are kept as they are when nothing needs
-  changing, so a JPEG is never re-compressed just to be stored.
+  `crop` is (x, y, w, h) in pixels of the upright image, or None. Bytes are kept as they are
+  when nothing needs changing, so a JPEG is never re-compressed just to be stored.
   """
   from PIL import Image
   data = _read_image_bytes(image, where)
@@ -243,9 +249,10 @@ def encode_image(image, where: str, crop=None) -> tuple[bytes, tuple[int, int]]:
     try:
       pil = Image.open(io.BytesIO(data))
       fmt = pil.format
-      # Always decode fully, also when the bytes are stored as they are: a truncated JPEG
-      # must fail here, not in the middle of a training run.
-      pil.load()
+      # Always decode fully, the way sources read it back, also when the bytes are stored as
+      # they are: a truncated JPEG or a broken EXIF block must fail here, not in the middle of
+      # a training run.
+      pil = sources.upright_8bit(pil)
     except Exception as e:  # Pillow raises several types for broken files
       raise BadImage(f'{where}: cannot decode image: {e}') from e
   if crop is None:
@@ -312,6 +319,21 @@ def to_record(key: str, example: dict, info: readers.DatasetInfo, options: dict,
 # ---------------------------------------------------------------------------------------------
 # Builders
 # ---------------------------------------------------------------------------------------------
+def _collecting_skipped(stream, sink: list):
+  """The reader's stream, with the files it leaves out (readers.skip_file) appended to sink.
+
+  The sink is installed only while the reader itself runs, not across our own yields.
+  """
+  stream = iter(stream)
+  while True:
+    with readers.collecting_skipped(sink):
+      try:
+        item = next(stream)
+      except StopIteration:
+        return
+    yield item
+
+
 def builder_class(name: str, manual_dir: str, options: dict | None = None,
                   splits=None, progress: bool = True):
   """A fresh, unregistered GeneratorBasedBuilder class that prepares `name` from manual_dir."""
@@ -354,7 +376,9 @@ def builder_class(name: str, manual_dir: str, options: dict | None = None,
     seen = set()
     skipped = SKIPPED.setdefault((name, split), [])
     skipped.clear()
-    for key, example in stream:
+    not_images = NOT_IMAGES.setdefault((name, split), [])
+    not_images.clear()
+    for key, example in _collecting_skipped(stream, not_images):
       key = str(key)
       if key in seen:   # keys trace examples back to their files: they must be unique
         raise readers.ReaderError(f'{name}: key {key!r} occurs twice in split {split!r}')
@@ -386,6 +410,9 @@ def builder_class(name: str, manual_dir: str, options: dict | None = None,
       # No source folder holds files for this builder (checksums.tsv, README.md); TFDS would
       # otherwise look for this module through importlib_resources, which it does not install.
       code_path=None,
+      # prepare builds in a temporary folder and then names where the dataset ended up; TFDS's
+      # own "preparing to ..." / "prepared to ..." lines would name the temporary folder.
+      _log_download_bytes=lambda self: None, _log_download_done=lambda self: None,
       __doc__=f'TFDS builder of {name} over {module.__name__}.')
   return types.new_class(f'{name}_builder', (tfds.core.GeneratorBasedBuilder,),
                          dict(skip_registration=True), lambda ns: ns.update(namespace))

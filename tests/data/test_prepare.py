@@ -187,6 +187,7 @@ def test_errors_say_what_to_do(prepared, monkeypatch, capsys, tmp_path):
                                                     'folder.py')),
                     reason='no folder reader')
 def test_folder_reader(tmp_path):
+  """A tree with train/ and test/ but no val/ prepares as it is, without --splits."""
   rng = np.random.default_rng(0)
   for split, cls, n in [('train', 'happy', 2), ('train', 'Angry', 1), ('test', 'neutral', 1)]:
     os.makedirs(tmp_path / 'raw' / split / cls)
@@ -194,8 +195,8 @@ def test_folder_reader(tmp_path):
       Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(
           tmp_path / 'raw' / split / cls / f'{i}.png')
   out = str(tmp_path / 'tfds')
-  assert prepare.main(['--dataset', 'folder', '--manual_dir', str(tmp_path / 'raw'),
-                       '--data_dir', out, '--splits', 'train,test', '--no_progress']) == 0
+  assert prepare.prepare('folder', str(tmp_path / 'raw'), out, progress=False) == {
+      'train': 3, 'test': 1}
   src = sources.make(f'folder:train@{out}', 0, 16, 0)
   assert src.class_names == labels.class_names('affectnet7')     # no contempt folder
   assert sorted(int(src[i]['label']) for i in range(len(src))) == [1, 1, 6]  # happy, anger
@@ -216,14 +217,23 @@ def test_bad_images_are_skipped_counted_and_listed(tmp_path, capsys):
   full = (d / 'good.jpg').read_bytes()
   (d / 'truncated.jpg').write_bytes(full[:len(full) // 2])
   (d / 'garbage.png').write_bytes(b'not an image at all')
+  # Files skipped for their extension are named too, not only counted.
+  (d / 'notes.txt').write_text('not an image')
+  os.makedirs(d / 'clips')
+  (d / 'clips' / 'take1.mp4').write_bytes(b'\0' * 16)
   out = str(tmp_path / 'tfds')
   args = ['--dataset', 'folder', '--manual_dir', str(tmp_path / 'raw'), '--data_dir', out,
           '--splits', 'train', '--no_progress']
   assert prepare.main(args) == 0
   err = capsys.readouterr().err
   assert 'skipped 2 unreadable image(s) (train: 2)' in err
-  listed = (tmp_path / 'tfds' / 'folder' / 'skipped_images.txt').read_text()
-  assert 'truncated' in listed and 'garbage' in listed
+  assert '2 file(s) without an image extension (train: 2)' in err
+  listed = (tmp_path / 'tfds' / 'folder' / 'skipped_images.txt').read_text().splitlines()
+  rows = {key: (split, reason) for split, key, reason in (r.split('\t') for r in listed)}
+  assert sorted(rows) == ['train/happy/clips/take1.mp4', 'train/happy/garbage.png',
+                          'train/happy/notes.txt', 'train/happy/truncated.jpg']
+  assert rows['train/happy/notes.txt'] == ('train', 'not an image extension: .txt')
+  assert 'cannot decode image' in rows['train/happy/garbage.png'][1]
   src = sources.make(f'folder:train@{out}', 0, 16, 0)
   assert len(src) == 4
   assert all(src[i]['image'].shape == (16, 16, 3) for i in range(4))
@@ -244,3 +254,55 @@ def test_training_and_eval_run_on_a_prepared_dataset(prepared, monkeypatch, tmp_
                  'data.eval_sets': f'fake:test@{data_dir}', 'train.max_steps': 2})
   reports = trainer.train(cfg, str(tmp_path / 'run'))
   assert reports['fake:test@' + data_dir]['n'] == len(expected['test'])
+
+
+def test_failed_overwrite_keeps_the_prepared_dataset(tmp_path, capsys):
+  """--overwrite builds beside the old dataset and replaces it only when the build succeeds."""
+  rng = np.random.default_rng(0)
+  d = tmp_path / 'raw' / 'train' / 'happy'
+  os.makedirs(d)
+  for i in range(3):
+    Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / f'{i}.png')
+  (d / 'notes.txt').write_text('not an image')
+  out = str(tmp_path / 'tfds')
+  args = ['--dataset', 'folder', '--manual_dir', str(tmp_path / 'raw'), '--data_dir', out,
+          '--splits', 'train', '--no_progress']
+  assert prepare.main(args) == 0
+  listed = tmp_path / 'tfds' / 'folder' / 'skipped_images.txt'
+  assert 'notes.txt' in listed.read_text()
+
+  def contents():
+    files = {}
+    for dirpath, _, names in os.walk(out):
+      for name in names:
+        with open(os.path.join(dirpath, name), 'rb') as f:
+          files[os.path.relpath(os.path.join(dirpath, name), out)] = f.read()
+    return files
+
+  before = contents()
+  (d / 'broken.png').write_bytes(b'not an image at all')
+  assert prepare.main(args + ['--overwrite', '--option', 'bad_images=error']) == 2
+  assert 'broken.png' in capsys.readouterr().err
+  assert contents() == before                # the old dataset, its list, and nothing else
+  src = sources.make(f'folder:train@{out}', 0, 16, 0)
+  assert len(src) == 3 and src[2]['image'].shape == (16, 16, 3)
+
+  # A failure of another kind, in the middle of writing, leaves it as well.
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(tfds_builder, 'to_record', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+      prepare.prepare('folder', str(tmp_path / 'raw'), out, splits=['train'], overwrite=True,
+                      progress=False)
+  assert contents() == before
+
+  # A rebuild that succeeds replaces the dataset, and the list of what the old build skipped.
+  (d / 'broken.png').unlink()
+  (d / 'notes.txt').unlink()
+  (d / '3.png').write_bytes((d / '0.png').read_bytes())
+  assert prepare.main(args + ['--overwrite']) == 0
+  assert len(sources.make(f'folder:train@{out}', 0, 16, 0)) == 4
+  assert not listed.exists()
+  assert sorted(os.listdir(out)) == ['folder']

@@ -18,9 +18,13 @@ Keys are stable strings (relative path or row id) so a prepared dataset can be t
 
 Every native class order is mapped to the canonical one in one declared table per module; a
 malformed line, a missing file or an unknown code raises ReaderError naming the file and line.
+A file that a reader leaves out on purpose (e.g. a class folder's file without an image
+extension) is reported with `skip_file(key, reason)`, so that `prepare` names it in
+skipped_images.txt instead of only counting it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 
@@ -60,3 +64,25 @@ def get(name: str):
   if name not in READERS:
     raise ValueError(f'unknown dataset {name!r}; known: {", ".join(sorted(READERS))}')
   return importlib.import_module(READERS[name])
+
+
+# Where skip_file records, while a builder reads a split (see collecting_skipped).
+_skipped_sink: list | None = None
+
+
+def skip_file(key: str, reason: str) -> None:
+  """Records a file the reader leaves out on purpose; outside `collecting_skipped` (a reader
+  used on its own) only the reader's own log line tells of it."""
+  if _skipped_sink is not None:
+    _skipped_sink.append((str(key), reason))
+
+
+@contextlib.contextmanager
+def collecting_skipped(sink: list):
+  """skip_file appends (key, reason) to `sink` inside this block."""
+  global _skipped_sink
+  previous, _skipped_sink = _skipped_sink, sink
+  try:
+    yield sink
+  finally:
+    _skipped_sink = previous

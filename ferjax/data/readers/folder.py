@@ -15,8 +15,10 @@ space applies: affectnet8 when some folder maps to contempt, else affectnet7. IN
 declares affectnet8, the space that holds every label this reader can yield.
 
 Split folders are matched case-insensitively: train = train/training, val = val/valid/
-validation, test = test. Images are every file with an image extension, found recursively
-(as ImageFolder does) in sorted order; other files are skipped and counted in a warning.
+validation, test = test. A tree need not have every split: `info(manual_dir)` declares the
+splits whose folder exists, so a tree with only train/ and test/ prepares as it is. Images are
+every file with an image extension, found recursively (as ImageFolder does) in sorted order;
+other files are skipped, counted in a warning and named to `prepare` (skipped_images.txt).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import pathlib
 from absl import logging
 
 from ferjax import labels
-from ferjax.data.readers import DatasetInfo, ReaderError
+from ferjax.data.readers import DatasetInfo, ReaderError, skip_file
 
 IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.gif'})
 
@@ -180,29 +182,33 @@ def folder_examples(root: pathlib.Path, split_dir: pathlib.Path, mapping: Mappin
       dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
       for name in sorted(filenames):
         path = pathlib.Path(dirpath, name)
+        key = path.relative_to(root).as_posix()
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
           other += 1
+          skip_file(key, f'not an image extension: {path.suffix or "(none)"}')
           continue
-        yield path.relative_to(root).as_posix(), {'image': str(path), 'label': label}
+        yield key, {'image': str(path), 'label': label}
   if other:
-    logging.warning('%s: skipped %d files without an image extension %s', split_dir, other,
-                    sorted(IMAGE_EXTENSIONS))
+    logging.warning('%s: skipped %d files without an image extension %s (prepare lists them '
+                    'in skipped_images.txt)', split_dir, other, sorted(IMAGE_EXTENSIONS))
 
 
 def info(manual_dir: str | os.PathLike | None = None,
          classes: Mapping[str, str | None] | None = None) -> DatasetInfo:
-  """INFO with the class space of this tree: affectnet8 if a folder maps to contempt."""
+  """INFO of this tree: the splits that have a folder (all three when none has, so that
+  reading one names what is missing) and affectnet8 if a class folder maps to contempt."""
   if manual_dir is None:
     return INFO
   root = pathlib.Path(manual_dir)
-  names = set()
+  names, present = set(), []
   for split, aliases in SPLIT_FOLDERS.items():
     # A tree need not have every split; but a bad class folder in one that exists is an error.
     if root.is_dir() and any(p.is_dir() and p.name.lower() in aliases for p in root.iterdir()):
+      present.append(split)
       names.update(class_folders(find_split_dir(root, split), classes).values())
   space = 'affectnet8' if 'contempt' in names else 'affectnet7'
   return DatasetInfo(name=INFO.name, native_classes=labels.class_names(space),
-                     class_space=space, splits=INFO.splits, layout=INFO.layout)
+                     class_space=space, splits=tuple(present) or INFO.splits, layout=INFO.layout)
 
 
 def examples(manual_dir: str | os.PathLike, split: str, *,

@@ -384,8 +384,17 @@ def test_folder_synonyms_and_class_space(tmp_path):
                               'fearful': 4, 'Disgusted': 5, 'NEUTRAL': 0}
   assert sorted(ex['label'] for _, ex in folder.examples(tmp_path, 'val')) == [1, 7]
   assert folder.info(tmp_path).class_space == 'affectnet8'
+  assert folder.info(tmp_path).splits == ('train', 'val')   # the splits that have a folder
+  # A file skipped for its extension is named to whoever collects (prepare), not only counted.
+  with readers.collecting_skipped([]) as skipped:
+    assert len(collect(folder.examples(tmp_path, 'train'))) == 8
+  assert skipped == [('Training/Joy/notes.txt', 'not an image extension: .txt')]
+  readers.skip_file('x', 'outside a collecting block: ignored')
+  assert len(skipped) == 1
   (tmp_path / 'validation').rename(tmp_path / 'unused')
   assert folder.info(tmp_path).class_space == 'affectnet7'
+  assert folder.info(tmp_path).splits == ('train',)
+  assert folder.info(tmp_path / 'unused').splits == folder.INFO.splits   # none: all, to name
 
 
 def test_folder_classes_option_and_unknown_folders(tmp_path):
