@@ -60,16 +60,75 @@ def peak_rss_mb() -> float:
 
 
 def machine() -> dict:
+  """What the README's benchmark table states about the machine (bench/readme.py)."""
   import jax
-  info = {'platform': platform.platform(), 'python': platform.python_version(),
-          'cpus': os.cpu_count(), 'jax': jax.__version__,
-          'devices': [str(d) for d in jax.devices()]}
+  import jaxlib
+  devices = jax.devices()
+  info = {'platform': platform.platform(), 'cpu_model': cpu_model(), 'python':
+          platform.python_version(), 'cpus': os.cpu_count(), 'jax': jax.__version__,
+          'jaxlib': jaxlib.__version__, 'devices': [str(d) for d in devices],
+          'device_kind': devices[0].device_kind}
   try:
     import torch
     info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
   except ImportError:
     pass
   return info
+
+
+def cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
+# Table labels of the benchmarks in run.py's suites, formatted with a result row's fields.
+LABELS = {
+    'resnet18_train_112': 'ResNet-18 train, {size} px, batch {batch}',
+    'resnet18_train_224': 'ResNet-18 train, {size} px, batch {batch}',
+    'maxvit_t_train_224': 'MaxViT-T train, {size} px, batch {batch}',
+    'cafe_step_224': 'CAFE step, cached CLIP vs recomputed, 224 px, batch {batch}',
+    'resnet18_infer_b1': 'ResNet-18 inference, {size} px, batch {batch}',
+    'resnet18_infer_b64': 'ResNet-18 inference, {size} px, batch {batch}',
+    'clip_features_224': 'CLIP ViT-B/32 features, 224 px, batch {batch}',
+    'pipeline': 'input pipeline, JPEG -> 112 px, {workers} workers',
+    'augment': 'on-device augmentation',
+}
+
+
+def label(row: dict) -> str:
+  try:
+    return LABELS[row['name']].format(**row)
+  except (KeyError, IndexError):   # a benchmark without a label, or a field it lacks
+    return row['name']
+
+
+def _rate(value: float | None, spread: list[float] | None, unit: str) -> str:
+  if value is None:
+    return ''
+  digits = 0 if value >= 100 else 1 if value >= 10 else 2   # three significant digits or more
+  fmt = lambda v: f'{v:,.{digits}f}'  # noqa: E731
+  text = f'{fmt(value)} {unit}'.strip()
+  if spread:   # the slowest and fastest repeat: how far a ratio can be trusted
+    text += f' ({fmt(spread[0])}-{fmt(spread[1])})'
+  return text
+
+
+def markdown_table(rows: list[dict]) -> str:
+  """The results as a Markdown table: the README's (bench/readme.py) and run.py's .md."""
+  lines = ['| benchmark | ferjax | PyTorch | ratio | notes |',
+           '| --- | ---: | ---: | ---: | --- |']
+  for r in rows:
+    f, t, unit = r.get('ferjax'), r.get('torch'), r.get('unit', '')
+    ratio = f'{f / t:.2f}x' if f and t else ''
+    lines.append(f"| {label(r)} | {_rate(f, r.get('ferjax_spread'), unit)} | "
+                 f"{_rate(t, r.get('torch_spread'), unit)} | {ratio} | {r.get('notes', '')} |")
+  return '\n'.join(lines)
 
 
 class Report:
@@ -83,15 +142,7 @@ class Report:
     print(json.dumps(row), flush=True)
 
   def table(self) -> str:
-    lines = ['| benchmark | ferjax | PyTorch | ratio (ferjax / PyTorch) | notes |',
-             '| --- | ---: | ---: | ---: | --- |']
-    for r in self.rows:
-      f, t = r.get('ferjax'), r.get('torch')
-      ratio = f'{f / t:.2f}x' if f and t else ''
-      unit = r.get('unit', '')
-      fmt = lambda v: '' if v is None else f'{v:,.1f} {unit}'.strip()
-      lines.append(f"| {r['name']} | {fmt(f)} | {fmt(t)} | {ratio} | {r.get('notes', '')} |")
-    return '\n'.join(lines)
+    return markdown_table(self.rows)
 
   def write(self, path: str, meta: dict) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)

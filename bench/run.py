@@ -6,14 +6,25 @@
 
 Every figure compares ferjax with the PyTorch reference run side by side (interleaved) on the
 same machine; ratios > 1 mean ferjax is faster. Needs the torch extra (torch, torchvision,
-transformers).
+transformers). Then `python -m bench.readme` writes the newest results into the README's table.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import sys
+import time
+
+from absl import app, flags
+
+from ferjax import cli
+
+flags.DEFINE_enum('suite', 'quick', ['quick', 'full'],
+                  'quick: < 10 minutes on a 2-core CPU; full: sized for accelerators.')
+flags.DEFINE_list('only', [], 'Benchmark names to run; default: the whole suite.')
+flags.DEFINE_string('out', '', 'JSON path; default bench/results/<date>.json, or <date>_2.json, '
+                    '... if that exists (earlier runs of the day are kept).')
+FLAGS = flags.FLAGS
 
 # Suites: name -> (function, kwargs). Batch sizes fit a 24 GB, 2-core CPU in the quick suite.
 QUICK = {
@@ -57,21 +68,23 @@ def _call(path: str, kwargs: dict) -> dict:
   return getattr(importlib.import_module(f'bench.{mod}'), fn)(**kwargs)
 
 
-def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m bench.run', description=__doc__.split('\n')[0])
-  ap.add_argument('--suite', choices=('quick', 'full'), default='quick')
-  ap.add_argument('--only', default='', help='comma-separated benchmark names')
-  ap.add_argument('--out', default='', help='JSON path; default bench/results/<date>.json')
-  args = ap.parse_args(argv)
-  suite = QUICK if args.suite == 'quick' else FULL
-  names = [n for n in args.only.split(',') if n] or list(suite)
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  suite = QUICK if FLAGS.suite == 'quick' else FULL
+  names = FLAGS.only or list(suite)
   bad = [n for n in names if n not in suite]
   if bad:
-    ap.error(f'unknown benchmarks {bad}; known: {", ".join(suite)}')
+    raise cli.UserError(f'--only: unknown benchmarks {bad}; known: {", ".join(suite)}')
+  if FLAGS.out and not FLAGS.out.endswith('.json'):
+    raise cli.UserError(f'--out {FLAGS.out!r}: name a .json file (the table goes beside it)')
+  started = time.time()
   from ferjax import runtime
   runtime.setup()
   from bench import common
-  meta = common.machine() | {'suite': args.suite, 'date': datetime.date.today().isoformat()}
+  now = datetime.datetime.now().astimezone()
+  meta = common.machine() | {'suite': FLAGS.suite, 'date': now.date().isoformat(),
+                             'timestamp': now.isoformat(timespec='seconds')}
   peak = common.matmul_peak_gflops()
   meta['matmul_peak_gflops'] = peak
   print(f'# {meta["platform"]}, {meta["cpus"]} CPUs, jax {meta["jax"]}, torch '
@@ -80,7 +93,7 @@ def main(argv=None) -> int:
   for name in names:
     fn, kw = suite[name]
     r = _call(fn, kw)
-    row = {'name': name, 'unit': _UNITS.get(name, 'img/s'), **{k: v for k, v in kw.items()}}
+    row = {'name': name, 'unit': _UNITS.get(name, 'img/s'), **kw}
     for side in ('ferjax', 'torch'):
       if side in r:
         row[side] = r[side]['per_s']
@@ -108,15 +121,25 @@ def main(argv=None) -> int:
     row['notes'] = ', '.join(notes)
     rep.add(**row)
   meta['peak_rss_mb'] = common.peak_rss_mb()
-  out = args.out or os.path.join(os.path.dirname(__file__), 'results', f'{meta["date"]}.json')
+  meta['duration_s'] = time.time() - started
+  out = FLAGS.out or _free_path(os.path.join(os.path.dirname(__file__), 'results'), meta['date'])
   rep.write(out, meta)
   table = rep.table()
   with open(out[:-5] + '.md', 'w') as f:
     f.write(table + '\n')
   print('\n' + table)
-  print(f'\nwrote {out} (peak RSS {meta["peak_rss_mb"]:.0f} MB)', file=sys.stderr)
+  print(f'\nwrote {out} (peak RSS {meta["peak_rss_mb"]:.0f} MB); `python -m bench.readme` '
+        'puts it into the README', file=sys.stderr)
   return 0
 
 
+def _free_path(folder: str, date: str) -> str:
+  path, n = os.path.join(folder, f'{date}.json'), 1
+  while os.path.exists(path):
+    n += 1
+    path = os.path.join(folder, f'{date}_{n}.json')
+  return path
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)
