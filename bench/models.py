@@ -112,7 +112,8 @@ def inference(backbone: str, size: int, batch: int, repeats: int) -> dict:
   from ferjax import sharding
   host = _batch(size, batch)
   dev = jax.device_put(host, sharding.batch_sharding(run.mesh))   # once, as in train_step
-  state = run.fresh_state()
+  from ferjax import steps as steps_lib
+  state = steps_lib.variables_of(run.fresh_state())
   t = time.perf_counter()
   compiled = run.steps.predict.lower(state, dev).compile()
   compile_s = time.perf_counter() - t

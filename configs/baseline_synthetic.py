@@ -37,8 +37,11 @@ def get_config(arg=None):
     c.optim.warmup_epochs = 0.25
     c.train.ckpt_every = 250
     c.train.eval_every = -1  # the domain table once, at the end
+  if a['smoke']:
+    fc.shrink_for_smoke(c)
+  # Explicit arguments last, so that `smoke,epochs=N` keeps N.
   if a['epochs'] is not None:
     c.train.epochs = float(a['epochs'])
   if a['examples'] is not None:     # e.g. CAFE's cpu budget: examples=4096,epochs=3
     c.data.train_examples = int(a['examples'])
-  return fc.finalize(c, smoke=a['smoke'])
+  return fc.finalize(c)

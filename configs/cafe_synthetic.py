@@ -7,7 +7,7 @@ clip=PATH for real weights (then keep the full size: 512-d projection).
 Launch (full size, for an accelerator):
   python -m ferjax.train --config configs/cafe_synthetic.py --workdir runs/cafe
 The whole cross-domain matrix (one run per training domain):
-  python -m ferjax.methods.cafe_protocol --config configs/cafe_synthetic.py:cpu \\
+  python -m ferjax.protocols.cross_domain --config configs/cafe_synthetic.py:cpu \\
       --workdir runs/cafe_xdomain
 Arguments (`FILE:k=v,...`): cpu, smoke, domain=<lab|wild|cartoon|lowq|occluded>, epochs=N,
 clip=<random|PATH>, features=<cached|exact>, code (pool=code, clip_norm=imagenet), and
@@ -64,8 +64,8 @@ def get_config(arg=None):
     c.train.log_every = 16
     c.train.ckpt_every = 1000
     c.train.eval_every = -1
-  if a['epochs'] is not None:
-    c.train.epochs = float(a['epochs'])
   if a['smoke']:
     cafe.smoke(c)
+  if a['epochs'] is not None:   # after smoke, so that `smoke,epochs=N` keeps N
+    c.train.epochs = float(a['epochs'])
   return fc.finalize(c)

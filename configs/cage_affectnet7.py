@@ -35,4 +35,4 @@ from ferjax.methods import cage
 
 
 def get_config(arg=None):
-  return cage.real_config(arg, task='affectnet', num_classes=7, epochs=25.0)
+  return cage.real_config(arg, task='affectnet', class_space='affectnet7', epochs=25.0)

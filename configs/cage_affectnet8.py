@@ -31,4 +31,4 @@ from ferjax.methods import cage
 
 
 def get_config(arg=None):
-  return cage.real_config(arg, task='affectnet', num_classes=8, epochs=20.0)
+  return cage.real_config(arg, task='affectnet', class_space='affectnet8', epochs=20.0)

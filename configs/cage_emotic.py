@@ -28,7 +28,7 @@ from ferjax.methods import cage
 
 
 def get_config(arg=None):
-  c = cage.real_config(arg, task='emotic', num_classes=26, epochs=30.0, batch_size=32)
+  c = cage.real_config(arg, task='emotic', class_space='emotic26', epochs=30.0, batch_size=32)
   if c.train.init_from:
     c.train.init_exclude = 'classifier_5'   # the AffectNet head's C + 2 outputs
   return c

@@ -72,10 +72,10 @@ def get_config(arg=None):
     # paper's regularising augmentations (perspective, erasing, ...) would only slow learning.
     c.augment.update(dict(saturation=0.0, hue=0.0, grayscale_p=0.0, perspective=0.0,
                           erasing_p=0.0))
-  if a['epochs'] is not None:
-    c.train.epochs = float(a['epochs'])
   if a['smoke']:
     fc.shrink_for_smoke(c)
     c.cage.maxvit.update(SMOKE_MAXVIT)   # at shrink_for_smoke's 48 px: maps 12 and 6
+  if a['epochs'] is not None:   # after smoke, so that `smoke,epochs=N` keeps N
+    c.train.epochs = float(a['epochs'])
   cage.set_schedule(c, a['code_schedule'])   # T_max follows the final batch size and epochs
   return fc.finalize(c)

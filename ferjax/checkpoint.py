@@ -26,17 +26,19 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
 
+from ferjax.errors import UserError
+
 CKPT_SUBDIR = 'checkpoints'
 _PARAMS = ('params', 'batch_stats')  # what a params_only restore reads
 _CONFIG_FILE = 'config/metadata'     # JsonCheckpointHandler's file
 _STATE_METADATA = 'state/_METADATA'  # PyTreeCheckpointHandler's list of arrays
 
 
-class IncompatibleCheckpoint(ValueError):
+class IncompatibleCheckpoint(UserError, ValueError):
   """A checkpoint whose parameters do not fit the model being restored."""
 
 
-class DamagedCheckpoint(ValueError):
+class DamagedCheckpoint(UserError, ValueError):
   """A checkpoint step with a file that is missing or cannot be read.
 
   `step` and `file` (relative to the step directory) name the first such file; `damaged` maps

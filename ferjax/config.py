@@ -13,6 +13,8 @@ from typing import Any
 
 import ml_collections
 
+from ferjax.errors import ConfigError
+
 # Dataset specs for the synthetic benchmark: 'synthetic:DOMAIN:SPLIT'.
 SYNTHETIC_DOMAINS = ('lab', 'wild', 'cartoon', 'lowq', 'occluded')
 
@@ -26,7 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
       backbone='resnet18',
       width=64,                  # stem width; torchvision ResNet-18 is 64
       stage_sizes=(2, 2, 2, 2),  # blocks per stage; ResNet-18 is (2, 2, 2, 2)
-      num_classes=8,
+      num_classes=0,             # 0 = the size of data.class_space (any other value must match)
       va_head=True,              # a 2-unit tanh head for valence/arousal
       dropout=0.0,
       dtype='float32',           # compute dtype; params always stay float32
@@ -36,6 +38,11 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.data = ml_collections.ConfigDict(dict(
+      # The run's classes, by name (ferjax.labels): every dataset's labels are mapped into it by
+      # class name. outside_space: what an example of a class the space lacks does: 'error',
+      # 'drop' (left out, counted) or 'unlabel' (kept with label -1, counted).
+      class_space='affectnet8',
+      outside_space='error',
       train='synthetic:wild:train',
       train_examples=20000,
       eval_sets='synthetic:wild:test',  # comma-separated specs
@@ -113,6 +120,10 @@ def base_config() -> ml_collections.ConfigDict:
       init_exclude='',           # init_from: comma-separated params left at their fresh init
                                  # (a module path such as 'classifier_5', or a glob 'classifier_*')
       max_steps=0,               # stop after this many steps (0 = epochs decide)
+      # Keep the checkpoint of the best evaluation by this metric, 'SET/METRIC' (e.g.
+      # 'synthetic:lab:test/macro_f1'; SET may be a display name such as 'lab/test', or 'mean'
+      # over the eval sets); '' keeps none. Lower is better for names ending in rmse/mse/mae/loss.
+      best_metric='',
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1 = all remaining devices
@@ -182,3 +193,101 @@ def load(path_and_arg: str) -> ml_collections.ConfigDict:
   if not hasattr(module, 'get_config'):
     raise ValueError(f'config file {path} defines no get_config(arg)')
   return module.get_config(arg or None)
+
+
+def _tuples(tree):
+  """JSON turns tuples into lists; configs hold tuples."""
+  if isinstance(tree, (dict, ml_collections.ConfigDict)):
+    return {k: _tuples(v) for k, v in tree.items()}
+  return tuple(_tuples(v) for v in tree) if isinstance(tree, list) else tree
+
+
+def reconcile(saved) -> ml_collections.ConfigDict:
+  """A config restored from JSON, laid over the current schema (lists back to tuples, keys
+  added since the checkpoint was written get their defaults) and locked.
+
+  A method's own options live in a top-level section named after it (`cfg.cage.alpha`); that
+  section is taken as saved, since the base schema does not know it. Runs saved before class
+  spaces were named get the space their class count meant then.
+  """
+  saved = saved.to_dict() if isinstance(saved, ml_collections.ConfigDict) else dict(saved)
+  base = base_config()
+  method = saved.get('method', base.method)
+  if method in saved and method not in base:
+    base[method] = ml_collections.ConfigDict(_tuples(saved[method]))
+  data = saved.get('data', {})
+  if 'class_space' not in data:
+    k = saved.get('model', {}).get('num_classes', 8)
+    data['class_space'] = {8: 'affectnet8', 7: 'affectnet7', 6: 'lsd6', 26: 'emotic26'}[k]
+
+  def merge(dst, src, path=''):
+    for k, v in src.items():
+      if k not in dst:
+        raise ValueError(f'saved config has key {path + k!r}, unknown to this ferjax version')
+      if isinstance(dst[k], ml_collections.ConfigDict):
+        merge(dst[k], v, path + k + '.')
+      else:
+        dst[k] = tuple(_tuples(v)) if isinstance(dst[k], tuple) else v
+
+  merge(base, saved)
+  base.lock()
+  return base
+
+
+# Keys that may differ when a run is resumed: they change neither the model, the data it trains
+# on, the optimiser nor the schedule (train.epochs and train.max_steps, which set the run's
+# length, only where the schedule does not span the whole run). Everything else must match.
+RESUMABLE = (
+    'train.epochs', 'train.max_steps', 'train.log_every', 'train.eval_every',
+    'train.ckpt_every', 'train.keep', 'train.resume', 'train.init_from', 'train.init_exclude',
+    'model.backbone_weights', 'data.eval_sets', 'data.eval_examples', 'eval_batch_size',
+    'data.num_threads', 'data.num_workers', 'data.prefetch', 'mesh.data', 'mesh.fsdp',
+    'cafe.report_samples', 'cafe.cache_dir',
+)
+# Schedules whose shape depends on the run's length: more epochs would change past steps' rates.
+RUN_LENGTH_SCHEDULES = ('cosine', 'cosine_epoch')
+
+
+def flat(cfg) -> dict:
+  d = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else cfg
+  out = {}
+
+  def walk(node, prefix):
+    for k, v in node.items():
+      if isinstance(v, dict):
+        walk(v, prefix + k + '.')
+      else:
+        out[prefix + k] = tuple(_tuples(v)) if isinstance(v, (list, tuple)) else v
+    if not node and prefix:
+      out[prefix[:-1]] = {}
+  walk(d, '')
+  return out
+
+
+def resume_differences(saved, new) -> list[tuple[str, object, object]]:
+  """(key, checkpoint value, new value) of every difference that resuming may not make."""
+  a, b = flat(saved), flat(new)
+  out = []
+  for key in sorted(set(a) | set(b)):
+    old, cur = a.get(key, '<absent>'), b.get(key, '<absent>')
+    if old == cur:
+      continue
+    if (key in ('train.epochs', 'train.max_steps')
+        and b.get('optim.schedule') in RUN_LENGTH_SCHEDULES):
+      out.append((key + f' (schedule {b.get("optim.schedule")!r} spans the whole run)', old, cur))
+    elif key not in RESUMABLE:
+      out.append((key, old, cur))
+  return out
+
+
+def check_resume(saved, new, workdir: str) -> None:
+  """Refuses to resume `workdir` with a config that changes what the run is."""
+  diffs = resume_differences(saved, new)
+  if diffs:
+    lines = [f'{workdir} holds a run with another config; resuming it would change:']
+    lines += [f'  {k}: {old!r} in the checkpoint, {cur!r} now' for k, old, cur in diffs]
+    lines.append('Start fresh with another --workdir, or branch from this run with '
+                 f'--config.train.init_from={workdir} (parameters only) or '
+                 f'--config.train.resume={workdir} (the whole state) in a new --workdir. '
+                 'Keys that may change on resume: ' + ', '.join(RESUMABLE))
+    raise ConfigError('\n'.join(lines))

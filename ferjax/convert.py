@@ -4,13 +4,15 @@
       [--ignore fc.] [--override num_classes=7]
   python -m ferjax.convert --arch resnet18 --from ferjax --in runs/demo --prefix backbone \
       --out r18.safetensors
+  python -m ferjax.convert --from ferjax --in runs/cage_c --out cage.safetensors   # whole CAGE
 
 --from torch reads .safetensors, or .pt/.pth/.bin with torch.load(weights_only=True), and writes
 the ferjax variables as a Flax msgpack. --from ferjax reads such a msgpack or a run directory
-(the latest or --step checkpoint; --prefix picks the sub-module holding the backbone, e.g.
-`backbone` in the baseline method) and writes a state_dict for the PyTorch reference model as
-.safetensors (no torch needed) or .pt/.pth. Keys are matched strictly in both directions; see
-ferjax.interop.torch.
+(the latest or --step checkpoint, loaded through ferjax.inference: no training data needed;
+--prefix picks the sub-module holding the backbone, e.g. `backbone` in the baseline method) and
+writes a state_dict for the PyTorch reference model as .safetensors (no torch needed) or
+.pt/.pth. A CAGE run without --arch exports the whole official model, head included. Keys are
+matched strictly in both directions; see ferjax.interop.torch.
 """
 from __future__ import annotations
 
@@ -18,13 +20,15 @@ import ast
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
-from ferjax import runtime
+from ferjax import cli as cli_lib, runtime
+from ferjax.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('arch', None, 'Architecture (e.g. resnet18, clip_vit_b32).', required=True)
+flags.DEFINE_string('arch', '', 'Architecture (e.g. resnet18, clip_vit_b32); a CAGE run without '
+                    'it exports the whole model.')
 flags.DEFINE_enum('from', None, ['torch', 'ferjax'], 'Format of --in.', required=True)
 flags.DEFINE_string('in', None, 'Input file (or a ferjax run directory).', required=True)
 flags.DEFINE_string('out', None, 'Output file.', required=True)
@@ -39,7 +43,7 @@ def parse_overrides(items) -> dict:
   out = {}
   for item in items:
     if '=' not in item:
-      raise app.UsageError(f'--override {item!r}: expected key=value')
+      raise UserError(f'--override {item!r}: expected key=value')
     k, v = item.split('=', 1)
     try:
       out[k.strip()] = ast.literal_eval(v)
@@ -51,22 +55,24 @@ def parse_overrides(items) -> dict:
 def _subtree(tree, prefix: str, what: str):
   for part in [p for p in prefix.split('/') if p]:
     if part not in tree:
-      raise app.UsageError(f'--prefix {prefix!r}: no {part!r} in the {what}; it has '
+      raise UserError(f'--prefix {prefix!r}: no {part!r} in the {what}; it has '
                            f'{sorted(tree)}')
     tree = tree[part]
   return tree
+
+
+def load_run(path: str, step: int | None):
+  """(config, host variables) of a run's checkpoint."""
+  from ferjax import inference
+  predictor = inference.load(path, step)
+  return predictor.cfg, predictor.host_variables()
 
 
 def read_ferjax(path: str, prefix: str, step: int | None) -> dict:
   """Variables {'params', 'batch_stats'} from a msgpack file or a run directory."""
   import flax.serialization
   if os.path.isdir(path):
-    from ferjax import checkpoint, trainer
-    mngr = checkpoint.Manager(path, read_only=True)
-    cfg = trainer.reconcile_config(mngr.config(step))
-    run = trainer.Run(cfg)
-    state = run.restore_params(mngr, step if step is not None else mngr.latest_step())
-    tree = {'params': state.params, 'batch_stats': state.batch_stats}
+    _, tree = load_run(path, step)
   else:
     if not os.path.exists(path):
       raise FileNotFoundError(f'no such file or run directory: {path}')
@@ -81,6 +87,17 @@ def read_ferjax(path: str, prefix: str, step: int | None) -> dict:
   return out
 
 
+def whole_model_state_dict(path: str, step: int | None) -> dict[str, np.ndarray]:
+  """A run's whole model with the official module names (CAGE: torchvision MaxViT-T /
+  EfficientNetV2-S with the official head)."""
+  cfg, variables = load_run(path, step)
+  if cfg.method != 'cage':
+    raise UserError(f'{path} is a {cfg.method!r} run: give --arch (and --prefix) to export its '
+                    'backbone; whole-model export exists for CAGE runs')
+  from ferjax.interop import cage
+  return cage.to_numpy_state_dict(cfg, variables)
+
+
 def write_torch(sd: dict[str, np.ndarray], path: str) -> None:
   if path.endswith('.safetensors'):
     from safetensors.numpy import save_file
@@ -89,30 +106,38 @@ def write_torch(sd: dict[str, np.ndarray], path: str) -> None:
     import torch
     torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, path)
   else:
-    raise app.UsageError(f'--out {path!r}: use .safetensors, .pt, .pth or .bin')
+    raise UserError(f'--out {path!r}: use .safetensors, .pt, .pth or .bin')
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments: {argv[1:]}')
   runtime.setup()
   from ferjax.interop import torch as it
   overrides = parse_overrides(FLAGS.override)
   src, dst = FLAGS['in'].value, FLAGS.out
   if FLAGS['from'].value == 'torch':
     import flax.serialization
+    if not FLAGS.arch:
+      raise UserError('--from torch needs --arch')
     if not dst.endswith('.msgpack'):
-      raise app.UsageError(f'--out {dst!r}: ferjax variables are written as .msgpack')
+      raise UserError(f'--out {dst!r}: ferjax variables are written as .msgpack')
     variables = it.from_torch(FLAGS.arch, it.load_state_dict(src), ignore=FLAGS.ignore,
                               **overrides)
     with open(dst, 'wb') as f:
       f.write(flax.serialization.msgpack_serialize(variables))
     n = sum(int(np.size(v)) for c in variables.values() for v in _flat(c))
+  elif not FLAGS.arch:
+    if not os.path.isdir(src):
+      raise UserError(f'--in {src!r}: without --arch, --in must be a run directory')
+    sd = whole_model_state_dict(src, FLAGS.step)
+    write_torch(sd, dst)
   else:
     sd = it.to_numpy_state_dict(FLAGS.arch, read_ferjax(src, FLAGS.prefix, FLAGS.step),
                                 **overrides)
     write_torch(sd, dst)
     n = sum(int(np.size(v)) for v in sd.values())
-  print(f'{FLAGS.arch}: {src} -> {dst} ({n:,} values)', file=sys.stderr)
+  print(f'{FLAGS.arch or "whole model"}: {src} -> {dst} ({n:,} values)', file=sys.stderr)
 
 
 def _flat(tree):
@@ -123,5 +148,9 @@ def _flat(tree):
       yield v
 
 
+def cli() -> None:
+  cli_lib.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  cli()

@@ -1,16 +1,21 @@
 """Scoring a model on eval sets (used by the trainer and by `python -m ferjax.eval`).
 
-Every example counts exactly once: the last batch is padded and padding is masked out.
-`write_outputs` writes `results.json`, `results.md`, a confusion matrix PNG per set (the
-matrices themselves are in the JSON) and a per-set accuracy bar chart. When the method predicts
-'va' (or EMOTIC's 'vad'), each set also gets a predicted-vs-true scatter (`va_scatter_<set>.png`)
-and the absolute-error curve of CAGE's Fig. 10 (`va_abs_error_<set>.png`). A method without
-'probs' (CAGE's VA model, EMOTIC) gets only the reports that apply: no classification columns.
+The evaluator is handed a `Predictor` (its method, config and variables) and never imports the
+methods. Every example counts exactly once: the last batch is padded and padding is masked out.
+The metric groups the method declares (`Method.metrics`) decide what is scored: classification
+(accuracy, F1, confusion), regression (valence/arousal, or EMOTIC's V/A/D), multi-label
+(top-3, mAP) and landmarks (NME). Accuracy-like rates are in percent everywhere.
+
+`write_outputs` writes `results.json`, `results.md`, a confusion matrix PNG per set, a per-set
+accuracy bar chart, V/A scatters and the absolute-error curve of CAGE's Fig. 10; then the
+method's own report (`Method.report`) gets the predictions of the same pass.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -20,108 +25,204 @@ from ferjax.data import pipeline, sources
 
 VA_NAMES = ('valence', 'arousal')
 VAD_NAMES = ('valence', 'arousal', 'dominance')
-# Batch keys kept next to the predictions for scoring (those the batch has).
-_TARGETS = ('label', 'label_dist', 'va', 'va_mask', 'vad', 'vad_mask', 'multilabel', 'mask')
+VOTES = ('probs', 'logits')
 
 
-def predict_set(predict_fn, state, eval_set: pipeline.EvalSet, mesh, progress: bool = False):
-  """Runs `predict_fn` over a whole eval set; returns host arrays in dataset order."""
-  outs, labels = [], []
+@dataclasses.dataclass
+class SetResult:
+  """One evaluation set's pass, as a method's report receives it."""
+  spec: str
+  report: dict
+  predictions: dict     # host arrays in dataset order, padding removed
+  targets: dict         # the batch keys the method's metric groups need, same rows
+  sample: dict          # the first local batch as read (before preprocessing)
+  method: object
+  variables: dict       # host {'params', 'batch_stats'}
+  out_dir: str
+
+
+def predict_set(predictor, eval_set: pipeline.EvalSet, progress: bool = False):
+  """(predictions, targets, first local batch): host arrays in dataset order, gathered over all
+  processes, padding removed."""
+  outs, kept, sample = [], [], None
+  keys = predictor.method.target_keys()
   batches = eval_set.local_batches()
   if progress:
     batches = runtime.progress(batches, total=eval_set.num_batches,
                                desc=f'eval {sources.display_name(eval_set.spec)}')
   for local in batches:
-    batch = sharding.to_global(local, mesh)
-    pred = predict_fn(state, batch)
-    keep = {k: batch[k] for k in _TARGETS if k in batch}
+    sample = local if sample is None else sample
+    batch = sharding.to_global(local, predictor.mesh)
+    pred = predictor(batch)
+    keep = {k: batch[k] for k in keys if k in batch}
     outs.append(multihost_utils.process_allgather(pred, tiled=True))
-    labels.append(multihost_utils.process_allgather(keep, tiled=True))
+    kept.append(multihost_utils.process_allgather(keep, tiled=True))
   cat = lambda parts: jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
-  return cat(outs), cat(labels)
+  pred, data = cat(outs), cat(kept)
+  n = len(eval_set)
+  if int(data['mask'].sum()) != n or not np.all(data['mask'][:n] > 0):
+    # The padding invariant, checked every time: padding only after the last real example.
+    raise AssertionError(f'{eval_set.spec}: scored {data["mask"].sum()} examples of {n}')
+  trim = lambda tree: jax.tree.map(lambda x: x[:n], tree)
+  return trim(pred), trim(data), sample
 
 
-def score(pred: dict, data: dict, class_names) -> dict:
-  """Report metrics of one eval set (padding excluded through the mask)."""
+def score(pred: dict, data: dict, class_names, groups) -> dict:
+  """Report metrics of one eval set for the method's metric groups."""
   mask = data['mask']
-  if 'probs' in pred and np.any((mask > 0) & (data['label'] >= 0)):
-    report = metrics.classification_report(data['label'], pred['probs'], class_names, mask=mask)
-  else:   # no expression labels (EMOTIC, a V/A-only set): no accuracy of 0 out of 0
-    report = {'n': int(np.sum(mask > 0))}
-  if 'multilabel' in pred and 'multilabel' in data:
-    report['multilabel'] = metrics.multilabel_report(data['multilabel'], pred['multilabel'],
-                                                     class_names, k=3, mask=mask)
-  for key, names in (('va', VA_NAMES), ('vad', VAD_NAMES)):
-    if key not in pred or key not in data:
-      continue
-    reg_mask = mask * data.get(key + '_mask', data['va_mask'])
-    if reg_mask.sum() > 0:
-      report[key] = metrics.regression_report(data[key], pred[key], names=names, mask=reg_mask)
-      # CAGE's single V/A numbers and its Fig. 10 curve (ferjax.metrics for the definitions).
-      report[key + '_concat_official'] = metrics.concat_regression_official(
-          data[key], pred[key], mask=reg_mask)
-      report[key + '_abs_error'] = metrics.abs_error_curve(data[key], pred[key], names=names,
-                                                           mask=reg_mask)
+  report = {'n': int(np.sum(mask > 0))}
+  if ('classification' in groups and 'probs' in pred
+      and np.any((mask > 0) & (data['label'] >= 0))):
+    # A set without expression labels (EMOTIC, a V/A-only set) has no accuracy of 0 out of 0.
+    cls = metrics.classification_report(data['label'], pred['probs'], class_names, mask=mask)
+    cls['labelled'] = cls.pop('n')
+    report.update(metrics.as_percent(cls))
+  if 'multilabel' in groups and 'multilabel' in pred and 'multilabel' in data:
+    report['multilabel'] = metrics.as_percent(metrics.multilabel_report(
+        data['multilabel'], pred['multilabel'], class_names, k=3, mask=mask))
+  if 'regression' in groups:
+    for key, names in (('va', VA_NAMES), ('vad', VAD_NAMES)):
+      if key not in pred or key not in data:
+        continue
+      reg_mask = mask * data.get(key + '_mask', data.get('va_mask'))
+      if reg_mask.sum() > 0:
+        report[key] = metrics.regression_report(data[key], pred[key], names=names, mask=reg_mask)
+        # CAGE's single V/A numbers and its Fig. 10 curve (ferjax.metrics for the definitions).
+        report[key + '_concat_official'] = metrics.concat_regression_official(
+            data[key], pred[key], mask=reg_mask)
+        report[key + '_abs_error'] = metrics.abs_error_curve(data[key], pred[key], names=names,
+                                                             mask=reg_mask)
+  if 'landmarks' in groups and 'landmarks' in pred and 'landmarks' in data:
+    lm_mask = mask * data['landmarks_mask']
+    if lm_mask.sum() > 0:
+      report['landmarks'] = metrics.landmark_report(data['landmarks'], pred['landmarks'],
+                                                    mask=lm_mask)
   return report
 
 
 def summary_row(name: str, report: dict) -> dict:
   row = {'dataset': name, 'n': report['n']}
   if 'accuracy' in report:
-    row.update({'accuracy': 100 * report['accuracy'], 'macro_f1': 100 * report['macro_f1'],
-                'weighted_f1': 100 * report['weighted_f1']})
+    row.update({'accuracy': report['accuracy'], 'macro_f1': report['macro_f1'],
+                'weighted_f1': report['weighted_f1']})
   if 'multilabel' in report:
-    row.update({'top3_accuracy': 100 * report['multilabel']['top3_accuracy'],
-                'mean_ap': 100 * report['multilabel']['mean_ap']})
+    row.update({'top3_accuracy': report['multilabel']['top3_accuracy'],
+                'mean_ap': report['multilabel']['mean_ap']})
   for key, names in (('va', VA_NAMES), ('vad', VAD_NAMES)):
     if key in report:
       for dim in names:
         row[f'{dim}_rmse'] = report[key][dim]['rmse']
         row[f'{dim}_ccc'] = report[key][dim]['ccc']
+  if 'landmarks' in report:
+    row['landmark_nme'] = report['landmarks']['nme']
   return row
 
 
-def evaluate(predict_fn, state, specs, cfg, mesh, class_names, out_dir: str | None = None,
-             progress: bool = True) -> dict:
-  """Scores every spec; writes files under out_dir (process 0) when given."""
-  reports = {}
+def _open(spec: str, predictor) -> pipeline.EvalSet:
+  cfg = predictor.cfg
+  eval_set = pipeline.EvalSet(spec, cfg, cfg.seed, predictor.method)
+  return eval_set
+
+
+def _data_notes(eval_set) -> dict:
+  src = eval_set.source
+  notes = {}
+  if src.dropped:
+    notes['dropped_outside_space'] = dict(src.dropped)
+  if src.unlabelled:
+    notes['unlabelled_outside_space'] = dict(src.unlabelled)
+  return notes
+
+
+def evaluate(predictor, specs, out_dir: str | None = None, progress: bool = True,
+             meta: dict | None = None) -> dict:
+  """Scores every spec; writes files (and the method's report) under out_dir on process 0."""
+  reports, results = {}, []
+  groups = predictor.method.metrics
   for spec in specs:
-    eval_set = pipeline.EvalSet(spec, cfg, cfg.seed)
-    pred, data = predict_set(predict_fn, state, eval_set, mesh, progress)
-    reports[spec] = score(pred, data, class_names)
-    if int(data['mask'].sum()) != len(eval_set):  # the padding invariant, checked every time
-      raise AssertionError(f'{spec}: scored {data["mask"].sum()} examples of {len(eval_set)}')
+    eval_set = _open(spec, predictor)
+    pred, data, sample = predict_set(predictor, eval_set, progress)
+    reports[spec] = score(pred, data, predictor.class_names, groups) | _data_notes(eval_set)
+    results.append(SetResult(spec, reports[spec], pred, data, sample, predictor.method, {},
+                             out_dir or ''))
     if out_dir and jax.process_index() == 0:
+      os.makedirs(out_dir, exist_ok=True)
       _scatter(pred, data, spec, out_dir)
   if out_dir and jax.process_index() == 0:
-    write_outputs(reports, out_dir, class_names)
-    method_report(cfg, state, specs, out_dir)
+    write_outputs(reports, out_dir, predictor.class_names, meta)
+    if predictor.method.report is not None:
+      variables = predictor.host_variables()
+      for r in results:
+        predictor.method.report(dataclasses.replace(r, variables=variables))
   return reports
 
 
-def method_report(cfg, state, specs, out_dir: str):
-  """The method's own pictures: its module's `report(cfg, state, specs, out_dir)`, if any."""
-  import importlib
+def combine(member_preds: list[dict], vote: str) -> dict:
+  """Soft voting: the mean of the members' probabilities ('probs'), or the softmax of their
+  summed logits ('logits'); regression and multi-label outputs are averaged."""
+  if vote not in VOTES:
+    raise ValueError(f'vote={vote!r}; expected one of {VOTES}')
+  out = {}
+  keys = set.intersection(*(set(p) for p in member_preds))
+  for k in keys - {'logits', 'probs'}:
+    out[k] = np.mean([p[k] for p in member_preds], axis=0)
+  if vote == 'logits':
+    missing = [i for i, p in enumerate(member_preds) if 'logits' not in p]
+    if missing:
+      raise ValueError(f'vote=logits: ensemble members {missing} predict no logits')
+    z = np.sum([p['logits'] for p in member_preds], axis=0, dtype=np.float64)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    out['probs'] = (z / z.sum(-1, keepdims=True)).astype(np.float32)
+  elif 'probs' in keys:
+    out['probs'] = np.mean([p['probs'] for p in member_preds], axis=0)
+  return out
 
-  from ferjax import methods
-  module = methods.REGISTRY.get(cfg.get('method', ''))
-  hook = getattr(importlib.import_module(module), 'report', None) if module else None
-  return hook(cfg, state, specs, out_dir) if hook is not None else None
+
+def evaluate_ensemble(predictors, specs, vote: str = 'probs', out_dir: str | None = None,
+                      progress: bool = True, meta: dict | None = None) -> dict:
+  """The soft-voted ensemble of runs that share a class space, scored like one model. Each
+  member reads the set with its own preprocessing; rows are matched by their dataset index."""
+  names = predictors[0].class_names
+  for p in predictors[1:]:
+    if p.class_names != names:
+      raise ValueError(f'ensemble members must share a class space: {predictors[0].origin} has '
+                       f'{list(names)}, {p.origin} has {list(p.class_names)}')
+  groups = tuple(dict.fromkeys(g for p in predictors for g in p.method.metrics))
+  reports = {}
+  for spec in specs:
+    preds, data = [], None
+    for p in predictors:
+      eval_set = _open(spec, p)
+      pred, d, _ = predict_set(p, eval_set, progress)
+      if data is not None and not np.array_equal(d['index'], data['index']):
+        raise ValueError(f'{spec}: ensemble members read different examples (different class '
+                         f'spaces or outside_space settings?): {p.origin}')
+      preds.append(pred)
+      data = d if data is None else data
+      notes = _data_notes(eval_set)
+    merged = combine(preds, vote)
+    reports[spec] = score(merged, data, names, groups) | notes
+    if out_dir and jax.process_index() == 0:
+      os.makedirs(out_dir, exist_ok=True)
+      _scatter(merged, data, spec, out_dir)
+  if out_dir and jax.process_index() == 0:
+    write_outputs(reports, out_dir, names, meta)
+  return reports
 
 
-def write_outputs(reports: dict, out_dir: str, class_names) -> str:
+def write_outputs(reports: dict, out_dir: str, class_names, meta: dict | None = None) -> str:
   os.makedirs(out_dir, exist_ok=True)
   rows = [summary_row(sources.display_name(s), r) for s, r in reports.items()]
   if len(rows) > 1:
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ('dataset', 'n')}
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]
+            if k not in ('dataset', 'n') and all(k in r for r in rows)}
     rows.append(dict(mean, dataset='mean', n=sum(r['n'] for r in rows)))
-  with open(os.path.join(out_dir, 'results.json'), 'w') as f:
-    json.dump({'class_names': list(class_names), 'summary': rows, 'reports': reports}, f,
-              indent=1)
-  columns = list(rows[0].keys())
+  payload = {'class_names': list(class_names), 'datasets': list(reports), **(meta or {}),
+             'summary': rows, 'reports': reports}
+  _write_atomic(os.path.join(out_dir, 'results.json'), json.dumps(payload, indent=1))
+  columns = list(dict.fromkeys(k for r in rows for k in r))
   table = metrics.markdown_table(rows, columns)
-  with open(os.path.join(out_dir, 'results.md'), 'w') as f:
-    f.write(table + '\n')
+  _write_atomic(os.path.join(out_dir, 'results.md'), table + '\n')
   for spec, r in reports.items():
     stem = _stem(spec)
     if 'confusion' in r:
@@ -133,10 +234,17 @@ def write_outputs(reports: dict, out_dir: str, class_names) -> str:
                                    os.path.join(out_dir, f'{key}_abs_error_{stem}.png'),
                                    title=f'{spec}: absolute error')
   if len(reports) > 1 and all('accuracy' in r for r in reports.values()):
-    plots.plot_per_domain_bars({sources.display_name(s): 100 * r['accuracy']
+    plots.plot_per_domain_bars({sources.display_name(s): r['accuracy']
                                 for s, r in reports.items()},
                                os.path.join(out_dir, 'accuracy_per_set.png'), 'accuracy (%)')
   return table
+
+
+def _write_atomic(path: str, text: str) -> None:
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
 
 
 def _stem(spec: str) -> str:
@@ -147,8 +255,34 @@ def _scatter(pred: dict, data: dict, spec: str, out_dir: str) -> None:
   """Predicted-vs-true V/A (or V/A/D) scatter of the scored rows."""
   for key, names in (('va', VA_NAMES), ('vad', VAD_NAMES)):
     if key in pred and key in data:
-      keep = (data['mask'] * data.get(key + '_mask', data['va_mask'])) > 0
+      keep = (data['mask'] * data.get(key + '_mask', data.get('va_mask'))) > 0
       if keep.any():
         plots.plot_va_scatter(data[key][keep], pred[key][keep],
                               os.path.join(out_dir, f'{key}_scatter_{_stem(spec)}.png'),
                               title=spec, names=names)
+
+
+def metric_value(reports: dict, name: str) -> float:
+  """The value of 'SET/METRIC' in `reports` (SET: a spec, its display name, or 'mean' over the
+  sets; METRIC: a key of the summary row, e.g. accuracy, macro_f1, valence_ccc)."""
+  set_name, sep, metric = name.rpartition('/')
+  if not sep or not set_name:
+    raise ValueError(f'config.train.best_metric={name!r}: expected SET/METRIC, e.g. '
+                     "'synthetic:lab:test/macro_f1' or 'mean/accuracy'")
+  rows = {s: summary_row(sources.display_name(s), r) for s, r in reports.items()}
+  if set_name == 'mean':
+    vals = [row[metric] for row in rows.values() if metric in row]
+    if len(vals) != len(rows) or not vals:
+      raise ValueError(f'best_metric {name!r}: not every eval set reports {metric!r}')
+    return float(np.mean(vals))
+  for spec, row in rows.items():
+    if set_name in (spec, row['dataset']):
+      if metric not in row:
+        raise ValueError(f'best_metric {name!r}: {spec} reports {sorted(row)[1:]}, not {metric!r}')
+      return float(row[metric])
+  raise ValueError(f'best_metric {name!r}: no eval set {set_name!r} (the run evaluates '
+                   f'{[r["dataset"] for r in rows.values()]})')
+
+
+def lower_is_better(name: str) -> bool:
+  return name.rsplit('/', 1)[-1].endswith(('rmse', 'mse', 'mae', 'loss', 'nme'))

@@ -342,3 +342,49 @@ def markdown_table(rows: List[dict], columns: List[str],
          for c in columns]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
+
+
+# Rates that reports show in percent (the one unit of accuracy-like numbers in ferjax's outputs).
+PERCENT_KEYS = ('accuracy', 'macro_f1', 'weighted_f1', 'weighted_precision', 'weighted_recall',
+                'macro_precision', 'macro_recall', 'balanced_accuracy', 'precision', 'f1',
+                'mean_ap', 'top3_accuracy', 'precision_at_3')
+
+
+def as_percent(report: dict) -> dict:
+  """A copy of a classification or multi-label report with its rates in percent (per-class
+  rates and average precisions included); counts and confusion matrices unchanged."""
+  out = {}
+  for k, v in report.items():
+    if k in PERCENT_KEYS and isinstance(v, float):
+      out[k] = 100.0 * v
+    elif k == 'per_class':
+      out[k] = {name: as_percent(stats) for name, stats in v.items()}
+    elif k == 'per_class_ap':
+      out[k] = {name: 100.0 * ap for name, ap in v.items()}
+    else:
+      out[k] = v
+  return out
+
+
+# 68-point layout: outer corners of the eyes (0-based), the usual inter-ocular normaliser.
+OUTER_EYE_CORNERS = (36, 45)
+
+
+def landmark_report(target: np.ndarray, pred: np.ndarray,
+                    mask: Optional[np.ndarray] = None) -> dict:
+  """Normalised mean error of 68-point landmarks: per face, the mean point-to-point distance
+  divided by the true inter-ocular (outer eye corner) distance; `nme` is its mean over faces in
+  percent, `failure_rate` the percent of faces with NME > 10%."""
+  target = np.asarray(target, np.float64)
+  pred = np.asarray(pred, np.float64)
+  if target.shape != pred.shape or target.ndim != 3 or target.shape[-1] != 2:
+    raise ValueError(f'landmarks must be [N, P, 2] alike, got {target.shape} and {pred.shape}')
+  keep = _row_keep(target.shape[0], mask)
+  t, p = target[keep], pred[keep]
+  if not len(t):
+    return {'nme': 0.0, 'failure_rate': 0.0, 'n': 0}
+  a, b = OUTER_EYE_CORNERS
+  iod = np.linalg.norm(t[:, a] - t[:, b], axis=-1)
+  per_face = np.linalg.norm(t - p, axis=-1).mean(-1) / np.maximum(iod, 1e-12)
+  return {'nme': float(100 * per_face.mean()),
+          'failure_rate': float(100 * np.mean(per_face > 0.1)), 'n': int(len(t))}

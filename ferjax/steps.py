@@ -44,14 +44,47 @@ def dummy_input(cfg):
   return jnp.zeros((1, cfg.data.image_size, cfg.data.image_size, 3), jnp.float32)
 
 
+def variables_of(state: TrainState) -> dict:
+  """The model's variables ({'params', 'batch_stats'}) of a train state."""
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
 @dataclasses.dataclass
 class Steps:
   """The compiled functions of one run, and the shardings they were compiled for."""
   init: Callable[[jax.Array], TrainState]
   train: Callable[[TrainState, dict], tuple[TrainState, dict]]
-  predict: Callable[[TrainState, dict], dict]
+  predict: Callable[[dict, dict], dict]      # (variables, global batch) -> predictions
   state_sharding: Any
   abstract_state: TrainState
+
+
+def model_variables(method, cfg, rng) -> dict:
+  """Freshly initialised {'params', 'batch_stats'} (no pretrained parts)."""
+  variables = method.model.init({'params': rng, 'dropout': rng}, dummy_input(cfg), train=False)
+  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+
+def abstract_variables(method, cfg) -> dict:
+  """Shapes and dtypes of the model's variables, computed without running anything."""
+  return jax.eval_shape(lambda rng: model_variables(method, cfg, rng), jax.random.key(0))
+
+
+def build_predict(method, cfg, mesh, variables_sharding):
+  """(variables, global batch) -> method.predict(outputs), jitted over the mesh. Needs no
+  optimiser: evaluation, export and prediction build only this."""
+  model = method.model
+  model_inputs = getattr(method, 'model_inputs', None) or (lambda batch: {})
+
+  def predict_step(variables, batch: dict):
+    batch = augment.eval_preprocess(batch, cfg.augment)
+    outputs = model.apply(_variables(variables['params'], variables['batch_stats']),
+                          batch['image'], train=False, **model_inputs(batch))
+    return method.predict(outputs)
+
+  batch_sh = sharding.batch_sharding(mesh)
+  return jax.jit(predict_step, in_shardings=(variables_sharding, batch_sh),
+                 out_shardings=batch_sh)
 
 
 def freeze(tx: optax.GradientTransformation, frozen) -> optax.GradientTransformation:
@@ -79,8 +112,7 @@ def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Step
   model_inputs = getattr(method, 'model_inputs', None) or (lambda batch: {})
 
   def init(rng):
-    variables = model.init({'params': rng, 'dropout': rng}, dummy_input(cfg), train=False)
-    variables = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+    variables = model_variables(method, cfg, rng)
     if getattr(method, 'init_variables', None) is not None:
       variables = method.init_variables(variables)
     params = variables['params']
@@ -133,24 +165,21 @@ def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Step
                            batch_stats=new_stats, opt_state=new_opt)
     grad_norm = optax.tree.norm(grads)
     update_norm = optax.tree.norm(updates)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
+    # What overflowed, for the trainer's stop message: the loss, the gradient or the update.
+    bad = {'nonfinite_loss': ~jnp.isfinite(loss), 'nonfinite_grad': ~jnp.isfinite(grad_norm),
+           'nonfinite_update': ~jnp.isfinite(update_norm)}
+    ok = ~(bad['nonfinite_loss'] | bad['nonfinite_grad'] | bad['nonfinite_update'])
     new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, lr=schedule(state.step),
-                   nonfinite=(~ok).astype(jnp.int32))
+                   nonfinite=(~ok).astype(jnp.int32),
+                   **{k: v.astype(jnp.int32) for k, v in bad.items()})
     return new_state, metrics
-
-  def predict_step(state: TrainState, batch: dict):
-    batch = augment.eval_preprocess(batch, cfg.augment)
-    outputs = model.apply(_variables(state.params, state.batch_stats), batch['image'], train=False,
-                          **model_inputs(batch))
-    return method.predict(outputs)
 
   return Steps(
       init=jax.jit(init, out_shardings=state_sharding),
       train=jax.jit(train_step, in_shardings=(state_sharding, batch_sh),
                     out_shardings=(state_sharding, repl), donate_argnums=0),
-      predict=jax.jit(predict_step, in_shardings=(state_sharding, batch_sh),
-                      out_shardings=batch_sh),
+      predict=build_predict(method, cfg, mesh, variables_of(state_sharding)),
       state_sharding=state_sharding,
       abstract_state=abstract,
   )

@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from ferjax import runtime, sharding
+from ferjax import cli as cli_lib, runtime, sharding
+from ferjax.errors import UserError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, optionally FILE:k=v,...',
@@ -25,19 +26,23 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise UserError(f'unexpected arguments: {argv[1:]}')
   runtime.setup()
   sharding.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
   from ferjax import trainer  # after flags: importing jax-heavy modules is slow
   reports = trainer.train(FLAGS.config, FLAGS.workdir)
   if reports and runtime.is_primary():
-    step_dir = sorted(os.listdir(os.path.join(FLAGS.workdir, 'eval')),
-                      key=lambda s: int(s.split('_')[-1]))[-1]
-    with open(os.path.join(FLAGS.workdir, 'eval', step_dir, 'results.md')) as f:
+    steps = [int(d[5:]) for d in os.listdir(os.path.join(FLAGS.workdir, 'eval'))
+             if d.startswith('step_') and d[5:].isdigit()]
+    with open(os.path.join(FLAGS.workdir, 'eval', f'step_{max(steps)}', 'results.md')) as f:
       print(f.read())
   sys.stdout.flush()
 
 
+def cli() -> None:
+  cli_lib.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  cli()

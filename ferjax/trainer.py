@@ -18,46 +18,18 @@ import jax
 import ml_collections
 import numpy as np
 
-from ferjax import checkpoint, config as config_lib, evaluate as eval_lib, methods, optim, runtime
-from ferjax import sharding, steps as steps_lib
+from ferjax import checkpoint, config as config_lib, evaluate as eval_lib, labels, methods, optim
+from ferjax import runtime
+from ferjax import sharding, steps as steps_lib, train_checks
 from ferjax.data import pipeline
+from ferjax.predictor import Predictor
 
-
-def _tuples(tree):
-  """JSON turns tuples into lists; configs hold tuples."""
-  if isinstance(tree, (dict, ml_collections.ConfigDict)):
-    return {k: _tuples(v) for k, v in tree.items()}
-  return tuple(_tuples(v) for v in tree) if isinstance(tree, list) else tree
-
-
-def reconcile_config(saved: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A config restored from JSON, laid over the current schema (lists back to tuples, keys
-  added since the checkpoint was written get their defaults) and locked.
-
-  A method's own options live in a top-level section named after it (`cfg.cage.alpha`); that
-  section is taken as saved, since the base schema does not know it.
-  """
-  base = config_lib.base_config()
-  method = saved.get('method', base.method)
-  if method in saved and method not in base:
-    base[method] = ml_collections.ConfigDict(_tuples(saved[method]))
-
-  def merge(dst, src, path=''):
-    for k, v in src.items():
-      if k not in dst:
-        raise ValueError(f'saved config has key {path + k!r}, unknown to this ferjax version')
-      if isinstance(dst[k], ml_collections.ConfigDict):
-        merge(dst[k], v, path + k + '.')
-      else:
-        dst[k] = tuple(v) if isinstance(dst[k], tuple) else v
-
-  merge(base, saved)
-  base.lock()
-  return base
+BEST_SUBDIR = 'best'
 
 
 class Run:
-  """Everything compiled for one config: mesh, method, optimizer, steps."""
+  """Everything compiled for one config: mesh, method, training data (opened once), optimizer,
+  steps."""
 
   def __init__(self, cfg):
     self.cfg = cfg
@@ -65,7 +37,8 @@ class Run:
     sharding.check_batch(cfg.batch_size, self.mesh)
     sharding.check_batch(cfg.eval_batch_size, self.mesh, 'config.eval_batch_size')
     self.method = methods.build(cfg)
-    self.steps_per_epoch = pipeline.steps_per_epoch(cfg)
+    self.data = pipeline.TrainData(cfg, cfg.seed, self.method)
+    self.steps_per_epoch = self.data.steps_per_epoch
     self.total_steps = cfg.train.max_steps or max(1, int(cfg.train.epochs * self.steps_per_epoch))
     self.tx, self.schedule = optim.build_optimizer(cfg.optim, self.steps_per_epoch,
                                                    self.total_steps)
@@ -75,6 +48,10 @@ class Run:
 
   def fresh_state(self):
     return self.steps.init(jax.random.key(self.cfg.seed))
+
+  def predictor(self, state) -> Predictor:
+    return Predictor(self.cfg, self.method, self.mesh, steps_lib.variables_of(state),
+                     self.steps.predict, step=int(state.step))
 
   def with_backbone_weights(self, state):
     """`state` with its 'backbone' parameters (and BatchNorm statistics) read from the PyTorch
@@ -156,10 +133,12 @@ class _Log:
 def _initial_state(run: Run, mngr: checkpoint.Manager, data_iter):
   cfg = run.cfg
   if mngr.latest_step() is not None:
-    return steps_lib.TrainState.from_tree(mngr.restore(run.abstract, data_iter)), 'workdir'
+    tree, _ = mngr.restore_latest(run.abstract, data_iter)
+    return steps_lib.TrainState.from_tree(tree), 'workdir'
   if cfg.train.resume:
     other = checkpoint.Manager(cfg.train.resume, read_only=True)
-    return steps_lib.TrainState.from_tree(other.restore(run.abstract, data_iter)), 'resume'
+    tree, step = other.restore_latest(run.abstract, data_iter)
+    return steps_lib.TrainState.from_tree(tree), f'resume {other.directory} step {step}'
   if cfg.train.init_from:
     other = checkpoint.Manager(cfg.train.init_from, read_only=True)
     exclude = [p.strip() for p in cfg.train.init_exclude.split(',') if p.strip()]
@@ -170,25 +149,85 @@ def _initial_state(run: Run, mngr: checkpoint.Manager, data_iter):
 
 
 def _mean_metrics(pending: list[dict]) -> dict:
+  """Means over the logged steps; the non-finite flags are counted instead."""
   host = jax.device_get(pending)
-  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  return {k: (int(np.sum([m[k] for m in host])) if k.startswith('nonfinite')
+              else float(np.mean([m[k] for m in host]))) for k in host[0]}
+
+
+def _write_config(cfg, workdir: str) -> None:
+  """config.json of a fresh run, written whole or not at all."""
+  path = os.path.join(workdir, 'config.json')
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(cfg.to_json_best_effort(indent=1))
+  os.replace(tmp, path)
+
+
+class _Best:
+  """The checkpoint of the best evaluation so far by config.train.best_metric, in WORKDIR/best
+  (its value and step in best.json, so a resumed run keeps comparing against it)."""
+
+  def __init__(self, cfg, workdir: str):
+    self.metric = cfg.train.best_metric
+    self.dir = os.path.join(workdir, BEST_SUBDIR)
+    self.record = os.path.join(self.dir, 'best.json')
+    self.value = None
+    if self.metric and os.path.exists(self.record):
+      with open(self.record) as f:
+        self.value = json.load(f)['value']
+
+  def update(self, step: int, reports: dict, state, cfg) -> None:
+    if not self.metric or not reports:
+      return
+    value = eval_lib.metric_value(reports, self.metric)
+    lower = eval_lib.lower_is_better(self.metric)
+    if self.value is not None and (value >= self.value if lower else value <= self.value):
+      return
+    mngr = checkpoint.Manager(self.dir, keep=1)
+    mngr.save(step, {'params': state.params, 'batch_stats': state.batch_stats}, None, cfg)
+    mngr.close()
+    self.value = value
+    if runtime.is_primary():
+      tmp = self.record + '.tmp'
+      with open(tmp, 'w') as f:
+        json.dump({'metric': self.metric, 'value': value, 'step': step}, f)
+      os.replace(tmp, self.record)
+    runtime.say(f'best {self.metric} = {value:.4g} at step {step}: saved to {self.dir}')
 
 
 def train(cfg, workdir: str) -> dict:
   """Trains to the end (or to SIGTERM); returns the final eval reports."""
   os.makedirs(workdir, exist_ok=True)
-  run = Run(cfg)
-  if runtime.is_primary():
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(cfg.to_json_best_effort(indent=1))
-  data_iter = iter(pipeline.train_dataset(cfg, cfg.seed))
+  labels.resolve(cfg)   # num_classes as the saved configs hold it
   mngr = checkpoint.Manager(workdir, keep=cfg.train.keep)
+  resuming = mngr.latest_step() is not None
+  if resuming:   # before anything is built: a changed config never reuses a workdir quietly
+    config_lib.check_resume(config_lib.reconcile(mngr.config()), cfg, workdir)
+  run = Run(cfg)
+  readable = mngr.readable_steps(data=True) if resuming else []
+  if readable and readable[-1] >= run.total_steps:
+    runtime.say(f'{workdir}: this run is finished (step {readable[-1]} of '
+                f'{run.total_steps}). Evaluate it with: python -m ferjax.eval --workdir {workdir}'
+                ' (more epochs: --config.train.epochs=N)')
+    mngr.close()
+    return {}
+  if not resuming and runtime.is_primary():
+    _write_config(cfg, workdir)
+  data_iter = iter(run.data.dataset())
   state, origin = _initial_state(run, mngr, data_iter)
   start = int(state.step)
-  log, stop = _Log(workdir), _Stop()
+  log, stop, best = _Log(workdir), _Stop(), _Best(cfg, workdir)
+  notes = run.data.spaced.summary()
+  if notes:
+    log.write(start, 'data', {'train': notes, 'dropped': run.data.spaced.dropped,
+                              'unlabelled': run.data.spaced.unlabelled})
   eval_every = {0: run.steps_per_epoch, -1: run.total_steps}.get(cfg.train.eval_every,
                                                                  cfg.train.eval_every)
   specs = [s for s in cfg.data.eval_sets.split(',') if s]
+  if cfg.train.best_metric and not specs:
+    raise ValueError(f'config.train.best_metric={cfg.train.best_metric!r} needs eval sets '
+                     '(config.data.eval_sets is empty)')
   runtime.say(f'{cfg.method}: {run.total_steps} steps ({run.steps_per_epoch} per epoch), '
               f'starting at step {start} ({origin}), mesh {dict(run.mesh.shape)}, '
               f'{jax.process_count()} process(es)')
@@ -212,16 +251,16 @@ def train(cfg, workdir: str) -> dict:
       if boundary or step == run.total_steps or stop.requested:
         values = _mean_metrics(pending)
         if values.pop('nonfinite') > 0:
-          raise FloatingPointError(
-              f'non-finite loss or gradient between steps {step - len(pending) + 1} and {step} '
-              f'(loss={values["loss"]}); parameters were not updated by those steps. The last '
-              f'good checkpoint is step {mngr.latest_step()} in {mngr.directory}.')
+          raise FloatingPointError(train_checks.nonfinite_message(
+              step - len(pending) + 1, step, values, mngr.latest_step(), mngr.directory))
+        for k in [k for k in values if k.startswith('nonfinite')]:
+          values.pop(k)
         now = time.time()
         values['examples_per_s'] = len(pending) * cfg.batch_size / max(now - t_last, 1e-9)
         values['epoch'] = step / run.steps_per_epoch
         pending, t_last = [], now
         log.write(step, 'train', values)
-        bar.set_postfix(loss=f'{values["loss"]:.3f}', acc=f'{values.get("accuracy", 0):.3f}')
+        bar.set_postfix(loss=f'{values["loss"]:.3f}', acc=f'{values.get("accuracy", 0):.1f}')
       if step % cfg.train.ckpt_every == 0 or stop.requested:
         save(step)
       if stop.requested:
@@ -229,10 +268,11 @@ def train(cfg, workdir: str) -> dict:
         return {}
       if specs and (step % eval_every == 0 or step == run.total_steps):
         out = os.path.join(workdir, 'eval', f'step_{step}') if step == run.total_steps else None
-        reports = eval_lib.evaluate(run.steps.predict, state, specs, cfg, run.mesh,
-                                    run.method.class_names, out_dir=out, progress=False)
+        reports = eval_lib.evaluate(run.predictor(state), specs, out_dir=out, progress=False,
+                                    meta={'workdirs': [workdir], 'step': step})
         for spec, r in reports.items():
           log.write(step, 'eval/' + spec, eval_lib.summary_row(spec, r) | {'dataset': spec})
+        best.update(step, reports, state, cfg)
         t_last = time.time()
     if run.total_steps not in mngr.all_steps() and int(state.step) > start:
       save(int(state.step))

@@ -12,7 +12,7 @@ os.environ.setdefault('FERJAX_CACHE_DIR', os.path.join(os.path.expanduser('~'), 
 
 from absl import flags  # noqa: E402
 
-# grain's worker processes read absl flags once jax is imported (notes/stack.md).
+# grain's worker processes read absl flags once jax is imported: they must be parsed.
 flags.FLAGS.mark_as_parsed()
 
 from ferjax import runtime  # noqa: E402

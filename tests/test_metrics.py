@@ -207,3 +207,28 @@ def test_plots_write_pngs(tmp_path):
   p3 = tmp_path / 'va.png'
   plots.plot_va_scatter(t, np.clip(t + rng.normal(0, .2, t.shape), -1, 1), p3)
   _check_png(p3)
+
+
+def test_landmark_nme_against_a_loop_over_faces_and_points():
+  rng = np.random.default_rng(0)
+  target = rng.uniform(0, 1, size=(5, 68, 2))
+  pred = target + rng.normal(0, 0.02, size=target.shape)
+  pred[4] += 1.0                                      # a failure, masked out below
+  mask = np.array([1, 1, 1, 1, 0], np.float32)
+  got = metrics.landmark_report(target, pred, mask=mask)
+  per_face = []
+  for i in range(4):
+    iod = np.hypot(*(target[i, 36] - target[i, 45]))
+    per_face.append(sum(np.hypot(*(target[i, p] - pred[i, p])) for p in range(68)) / 68 / iod)
+  assert got['n'] == 4
+  assert got['nme'] == pytest.approx(100 * np.mean(per_face))
+  assert got['failure_rate'] == pytest.approx(100 * np.mean(np.array(per_face) > 0.1))
+
+
+def test_reports_show_rates_in_percent():
+  rep = metrics.classification_report(np.array([0, 1, 1, 0]), np.eye(2)[[0, 1, 0, 0]], ['a', 'b'])
+  pct = metrics.as_percent(rep)
+  assert pct['accuracy'] == pytest.approx(75.0) and pct['macro_f1'] == pytest.approx(
+      100 * rep['macro_f1'])
+  assert pct['per_class']['b']['accuracy'] == pytest.approx(50.0)
+  assert pct['per_class']['b']['support'] == 2 and pct['confusion'] == rep['confusion']

@@ -56,7 +56,7 @@ def _train_cmd(workdir, steps):
 
 def _final_params(workdir):
   mngr = checkpoint.Manager(workdir, read_only=True)
-  run = trainer.Run(trainer.reconcile_config(mngr.config()))
+  run = trainer.Run(config_lib.reconcile(mngr.config()))
   return mngr.latest_step(), checkpoint.to_numpy(mngr.restore(run.abstract)['params'])
 
 
@@ -102,15 +102,20 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   assert step is not None and 0 < step < 10_000
 
 
-def test_nonfinite_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
+def test_nonfinite_update_stops_with_clear_error_and_keeps_checkpoint(tmp_path):
   common = {'train.ckpt_every': 2, 'train.log_every': 2, 'data.eval_sets': ''}
-  trainer.train(smoke(**common, **{'train.max_steps': 4}), str(tmp_path))
-  good_step, good = _final_params(tmp_path)
-  # The same run continued with an absurd learning rate: the first update overflows to inf.
-  bad = smoke(**common, **{'train.max_steps': 8, 'optim.lr': 1e38})
-  with pytest.raises(FloatingPointError, match='non-finite loss or gradient.*last good'):
-    trainer.train(bad, str(tmp_path))
-  step, params = _final_params(tmp_path)
+  good_dir, bad_dir = tmp_path / 'good', tmp_path / 'bad'
+  trainer.train(smoke(**common, **{'train.max_steps': 4}), str(good_dir))
+  good_step, good = _final_params(good_dir)
+  # The same run branched with an absurd learning rate: the first update overflows to inf.
+  bad = smoke(**common, **{'train.max_steps': 8, 'optim.lr': 1e38,
+                           'train.resume': str(good_dir)})
+  with pytest.raises(FloatingPointError) as err:
+    trainer.train(bad, str(bad_dir))
+  message = str(err.value)
+  assert 'non-finite update between steps 5 and 6' in message and 'step None' not in message
+  assert 'No checkpoint has been saved yet' in message
+  step, params = _final_params(good_dir)
   assert step == good_step == 4
   jax.tree.map(np.testing.assert_array_equal, params, good)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))

@@ -18,7 +18,7 @@ The options (config.augment; each off at its neutral value) and the papers that 
   (colour jitter), grayscale_p; noise_std / noise_p (Gaussian noise on the uint8 scale before
   everything else, CAFE's `add_g`); erasing_p / erasing_scale / erasing_ratio (random erasing on
   the normalised image, value 0, torchvision's default). Mix-up and Mix-augment act on the
-  batch (`mix`) and return what their losses need (`mix_loss`).
+  batch (`mix`); the train step applies the method's loss to both label sets.
 Geometry composes as torchvision applies it: resized crop of the input, then flip / affine /
 perspective of the crop, all in one resampling.
 """
@@ -122,12 +122,8 @@ def _perspective(key, size: int, cfg):
   return jnp.where(on, h, jnp.eye(3))
 
 
-def warp(image, a, offset):
-  """Bilinear resampling, edge-clamped: output[p] = image[a @ p + offset], p = (y, x)."""
-  return warp_projective(image, _to_h(a, offset))
-
-
 def _to_h(a, offset):
+  """The 3x3 homography of the affine map p -> a @ p + offset on (y, x)."""
   return jnp.concatenate([jnp.concatenate([a, offset[:, None]], 1),
                           jnp.array([[0.0, 0.0, 1.0]])], 0)
 
@@ -262,23 +258,13 @@ def mix(images, seed: int, step, alpha: float):
   """Mix-up of a (global) batch: one lambda ~ Beta(alpha, alpha) and one permutation per step,
   deterministic in (seed, step), as the reference code draws them.
 
-  Returns (mixed images, lam, perm): mixed = lam * x + (1 - lam) * x[perm]. The losses need
-  lam and perm (`mix_loss`); Mix-augment also uses the clean images (paper 004).
+  Returns (mixed images, lam, perm): mixed = lam * x + (1 - lam) * x[perm]. The train step
+  weighs the losses against y and y[perm] by lam; Mix-augment also uses the clean images.
   """
   k_lam, k_perm = jax.random.split(jax.random.fold_in(jax.random.key(seed + 7919), step))
   lam = jax.random.beta(k_lam, alpha, alpha)
   perm = jax.random.permutation(k_perm, images.shape[0])
   return lam * images + (1.0 - lam) * images[perm], lam, perm
-
-
-def mix_loss(loss_fn, logits_mixed, labels, lam, perm, logits_clean=None):
-  """lam * L(f(x~), y) + (1 - lam) * L(f(x~), y[perm]); with `logits_clean` (Mix-augment,
-  paper 004: `mixaug_criterion`) + L(f(x), y) + L(f(x[perm]), y[perm]), where the last term
-  is the clean loss over the permuted batch (the same examples, so the same mean)."""
-  out = lam * loss_fn(logits_mixed, labels) + (1.0 - lam) * loss_fn(logits_mixed, labels[perm])
-  if logits_clean is not None:
-    out = out + loss_fn(logits_clean, labels) + loss_fn(logits_clean[perm], labels[perm])
-  return out
 
 
 def eval_preprocess(batch: dict, cfg) -> dict:

@@ -7,8 +7,7 @@ FERPlus's own column order (neutral, happiness, surprise, sadness, anger, disgus
 is mapped by the reader; every rule below treats the 8 emotions alike and only tells them apart
 from unknown/NF, so the results do not depend on the emotion order (tests check this).
 
-1. Reference modes of the FERPlus release (`microsoft/FERPlus:src/ferplus.py`, summarised in
-   notes/datasets.md C.2 and notes/reference-implementations.md section 3): `process_votes`
+1. Reference modes of the FERPlus release (`microsoft/FERPlus:src/ferplus.py`): `process_votes`
    returns the per-sample target the reference stores and a keep-mask; `training_targets` turns
    it into what one minibatch serves (a fresh one-hot draw per epoch in 'probability' mode).
 2. Paper 002 ("Facial Expression Recognition without One-hot Labels", HKU report, section 3.3-3.4):
@@ -92,7 +91,7 @@ def remove_outliers(votes) -> np.ndarray:
   """Zeroes every count <= 1, unknown and NF included: the reference's first step in all modes.
 
   The reference tests `count < 1 + float eps` ("remove emotions with a single vote (outlier
-  removal)"; notes/reference-implementations.md section 3: "votes <= 1 are zeroed").
+  removal)"), so votes <= 1 are zeroed.
   """
   v = _check_votes(votes)
   return np.where(v <= 1, 0, v)
@@ -101,7 +100,7 @@ def remove_outliers(votes) -> np.ndarray:
 def _peaks(row: np.ndarray) -> np.ndarray | None:
   """Emotion votes kept by 'probability'/'crossentropy' for one outlier-free row; None: drop.
 
-  Rule (notes/datasets.md C.2; reference `_process_data`): repeatedly take the current maximum
+  Rule (the reference's `_process_data`): repeatedly take the current maximum
   with all its ties while fewer than 75% of the votes are covered and fewer than 3 emotions are
   taken. When unknown/NF reaches the current maximum the loop stops: the row is dropped if no
   emotion was taken before (unknown/NF would be the label), otherwise unknown/NF stay out of the
@@ -140,8 +139,7 @@ def process_votes(votes, mode: str) -> tuple[np.ndarray, np.ndarray]:
     multi_target  emotions with >= 30% of the votes; dropped when they cover <= 50%.
   In every mode a sample is also dropped when its processed 10-vector peaks at unknown/NF (the
   reader keeps `argmax < 8`, numpy's first-max rule: an emotion tying with unknown in
-  'multi_target' survives) and the 8 emotion entries are renormalised (notes/datasets.md C.2,
-  notes/reference-implementations.md section 3). A row with no vote left is dropped.
+  'multi_target' survives) and the 8 emotion entries are renormalised. A row with no vote left is dropped.
 
   Returns:
     targets float32 [N, 8] (rows of dropped samples are zero) and keep bool [N]. The targets are
@@ -197,16 +195,10 @@ def draw_labels(dists, seed: int, epoch: int, indices) -> np.ndarray:
   return np.minimum(label, last)                 # guards u * total rounding up to total
 
 
-def draw_label(dist, seed: int, epoch: int, index: int) -> int:
-  """The class drawn for one sample (pure in (dist, seed, epoch, index)); see `draw_labels`."""
-  return int(draw_labels(np.asarray(dist)[None], seed, epoch, np.asarray([index]))[0])
-
-
 def multi_target_encoding(targets, epsilon: float = MULTI_TARGET_EPSILON) -> np.ndarray:
   """(1 - eps) * 1[t > 0] + eps: the reference's served 'multi_target' target.
 
-  The reference pairs it with the loss -log max_k(t_k * p_k) (notes/reference-implementations.md
-  section 3); eps "avoid[s] ill-conditioned computation".
+  The reference pairs it with the loss -log max_k(t_k * p_k); eps "avoid[s] ill-conditioned computation".
   """
   t = np.asarray(targets, np.float32)
   return ((1.0 - epsilon) * (t > 0) + epsilon).astype(np.float32)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from ferjax.data.spaces import source_labels
+
 
 def _rotate(image: np.ndarray, degrees: float) -> np.ndarray:
   """Counter-clockwise rotation about the centre, same size, edges filled by replication."""
@@ -43,7 +45,6 @@ class Appended:
 
   def labels(self):
     """The base labels repeated once per variant (no image is read)."""
-    from ferjax.data.order import source_labels
     return np.tile(source_labels(self.source), len(self.variants))
 
   def __getitem__(self, i: int) -> dict:

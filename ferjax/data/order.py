@@ -25,16 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 from ferjax.data import offline_augment, samplers
+from ferjax.data.spaces import source_labels
 
 SAMPLERS = ('shuffle', 'class_balanced', 'imbalance')
-
-
-def source_labels(src) -> np.ndarray:
-  """int64 [len(src)] labels in the source's class space (-1 unknown), without decoding images
-  where the source can (synthetic and prepared sources have `labels()`)."""
-  if hasattr(src, 'labels'):
-    return np.asarray(src.labels(), np.int64)
-  return np.array([int(src[i]['label']) for i in range(len(src))], np.int64)
 
 
 class Relabeled:
@@ -55,16 +48,16 @@ class Relabeled:
     ex = dict(self.source[i])
     if self.flipped[int(i)]:
       ex['label'] = np.int32(self.new_labels[int(i)])
-      dist = np.zeros(max(8, self.num_classes), np.float32)
+      dist = np.zeros(self.num_classes, np.float32)
       dist[ex['label']] = 1.0
       ex['label_dist'] = dist
     return ex
 
 
 def training_source(cfg, src, seed: int):
-  """(source, pool, labels): the source after `append` and `label_noise`, the example ids this
-  run may draw (class subsample, then bagging) and, when a sampler or the noise needed them,
-  their labels in the config's class space (-1 outside it); else None."""
+  """(source, pool, labels): the source (already in the run's class space, see spaces.InSpace)
+  after `append` and `label_noise`, the example ids this run may draw (class subsample, then
+  bagging) and, when a sampler or the noise needed them, their labels (-1 unknown); else None."""
   d = cfg.data
   if d.append:
     src = offline_augment.Appended(src)
@@ -73,8 +66,7 @@ def training_source(cfg, src, seed: int):
   rate = float(d.label_noise)
   if rate > 0:
     labels = source_labels(src)
-    clean = np.where(labels < num_classes, labels, -1)
-    noisy, flipped = samplers.inject_label_noise(clean, rate, num_classes, seed,
+    noisy, flipped = samplers.inject_label_noise(labels, rate, num_classes, seed,
                                                  mode=d.label_noise_mode)
     src = Relabeled(src, noisy, flipped, num_classes)
     labels = noisy
@@ -82,7 +74,7 @@ def training_source(cfg, src, seed: int):
   if d.class_subsample:
     if labels is None:
       labels = source_labels(src)
-    pool = samplers.class_subsample(np.where(labels < num_classes, labels, -1), seed)
+    pool = samplers.class_subsample(labels, seed)
   fraction = float(d.bagging_fraction)
   if fraction > 0:
     pool = pool[samplers.bagging_subset(pool.size, fraction, int(d.bagging_member),
@@ -94,7 +86,6 @@ def training_source(cfg, src, seed: int):
   if sampler != 'shuffle':
     if labels is None:
       labels = source_labels(src)
-    labels = np.where(labels < num_classes, labels, -1)
   return src, pool, (None if labels is None else labels[pool])
 
 

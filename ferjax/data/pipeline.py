@@ -18,24 +18,25 @@ import grain
 import jax
 import numpy as np
 
-from ferjax.data import order, sources
+from ferjax.data import order, sources, spaces
 
-# The batch schema (ARCHITECTURE.md). Keys a source lacks get neutral values and a zero mask.
+# The batch schema (docs/architecture.md). Keys a source lacks get neutral values and a zero mask.
 NUM_LANDMARKS = 68
 
 
 def standardize(example: dict, num_classes: int) -> dict:
-  """Maps a source example onto the batch schema, in the config's class space."""
+  """Maps a source example, already in the run's class space (spaces.InSpace), onto the batch
+  schema."""
   label = int(example['label'])
-  dist = np.asarray(example.get('label_dist', np.eye(8, dtype=np.float32)[max(label, 0)]),
-                    np.float32)
-  # Smaller class spaces are prefixes of the canonical one (labels.py); examples of classes
-  # outside the space keep label -1 and drop out of the classification loss.
-  if label >= num_classes:
-    label = -1
-  dist = dist[:num_classes]
-  total = dist.sum()
-  dist = dist / total if total > 0 else np.zeros(num_classes, np.float32)
+  if 'label_dist' in example:
+    dist = np.asarray(example['label_dist'], np.float32)
+    if dist.shape != (num_classes,):
+      raise ValueError(f'label_dist of shape {dist.shape} in a {num_classes}-class space: the '
+                       'source was not mapped into the run\'s class space')
+  else:   # one-hot of the label; all zero when it is unknown, so soft losses skip it
+    dist = np.zeros(num_classes, np.float32)
+    if label >= 0:
+      dist[label] = 1.0
   out = {
       'image': np.asarray(example['image'], np.uint8),
       'label': np.int32(label),
@@ -71,20 +72,27 @@ def _pad_like(example: dict) -> dict:
   return out
 
 
-def method_transform(cfg, spec: str, source, seed: int):
-  """The method's per-example addition for this dataset, `f(example, position) -> example`.
+def _identity(example, position):
+  return example
 
-  A method module may define `pipeline_transform(cfg, spec, source, seed)` (returning such a
-  function, or None); CAFE adds its cached CLIP features this way. Other methods: identity.
-  """
-  import importlib
 
-  from ferjax import methods
-  name = cfg.get('method', 'baseline')
-  module = methods.REGISTRY.get(name)
-  hook = getattr(importlib.import_module(module), 'pipeline_transform', None) if module else None
-  fn = hook(cfg, spec, source, seed) if hook is not None else None
-  return fn or (lambda example, position: example)
+def method_transform(method, spec: str, source, seed: int):
+  """The method's per-example addition for this dataset, `f(example, position) -> example`
+  (`Method.pipeline_transform`, e.g. CAFE's cached CLIP features); identity otherwise."""
+  hook = getattr(method, 'pipeline_transform', None) if method is not None else None
+  return (hook(spec, source, seed) if hook is not None else None) or _identity
+
+
+def in_space(cfg, spec: str, num_examples: int, seed: int) -> spaces.InSpace:
+  """The source of `spec` in the run's class space, with what fell outside it said once."""
+  raw = sources.make(spec, num_examples, cfg.data.image_size, seed)
+  src = spaces.InSpace(raw, cfg.data.class_space, cfg.data.outside_space,
+                       what=sources.display_name(spec))
+  note = src.summary()
+  if note:
+    from ferjax import runtime
+    runtime.say(f'{sources.display_name(spec)}: {note}')
+  return src
 
 
 def local_batch_size(global_batch: int) -> int:
@@ -98,60 +106,74 @@ def collate(examples: list[dict]) -> dict:
   return {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
 
 
-def train_dataset(cfg, seed: int) -> grain.IterDataset:
-  """This process's infinite stream of local batches.
+class TrainData:
+  """The training set of one run, opened once: its source in the run's class space, the pool
+  the run draws from and the batch order. `dataset()` is this process's infinite stream of
+  local batches.
 
   The global batch of step s is the same whatever the number of processes: `order.BatchOrder`
   gives its example ids (shuffled, class-balanced or imbalance-aware, over the bagging pool),
   and each process reads only its own slice of each batch.
   """
-  raw = sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, seed)
-  src, pool, labels = order.training_source(cfg, raw, seed)
-  num_classes = cfg.model.num_classes
-  lb = local_batch_size(cfg.batch_size)
-  lo = jax.process_index() * lb
-  batches = order.BatchOrder(pool, labels, cfg.batch_size, cfg.data.sampler, seed,
-                             cfg.data.sampler_power)
-  extra = method_transform(cfg, cfg.data.train, src, seed)
-  ds = grain.MapDataset.source(batches).map(
-      lambda ids: collate([extra(standardize(src[int(i)], num_classes), int(i))
-                           for i in ids[lo:lo + lb]]))
-  iter_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.data.num_threads,
-                                                 prefetch_buffer_size=max(cfg.data.prefetch,
-                                                                          cfg.data.num_threads)))
-  if cfg.data.num_workers > 0:
-    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.data.num_workers))
-  return iter_ds
+
+  def __init__(self, cfg, seed: int, method=None):
+    self.cfg, self.seed, self.method = cfg, seed, method
+    self.spaced = in_space(cfg, cfg.data.train, cfg.data.train_examples, seed)
+    self.source, self.pool, self.labels = order.training_source(cfg, self.spaced, seed)
+    self.size = int(self.pool.size)
+    self.steps_per_epoch = self.size // cfg.batch_size
+    if self.steps_per_epoch < 1:
+      raise ValueError(f'the training set {cfg.data.train!r} has {self.size} examples, fewer '
+                       f'than one batch ({cfg.batch_size})')
+
+  def dataset(self) -> grain.IterDataset:
+    cfg, src = self.cfg, self.source
+    num_classes = len(self.spaced.names)
+    lb = local_batch_size(cfg.batch_size)
+    lo = jax.process_index() * lb
+    batches = order.BatchOrder(self.pool, self.labels, cfg.batch_size, cfg.data.sampler,
+                               self.seed, cfg.data.sampler_power)
+    extra = method_transform(self.method, cfg.data.train, src, self.seed)
+    ds = grain.MapDataset.source(batches).map(
+        lambda ids: collate([extra(standardize(src[int(i)], num_classes), int(i))
+                             for i in ids[lo:lo + lb]]))
+    iter_ds = ds.to_iter_dataset(grain.ReadOptions(
+        num_threads=cfg.data.num_threads,
+        prefetch_buffer_size=max(cfg.data.prefetch, cfg.data.num_threads)))
+    if cfg.data.num_workers > 0:
+      iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(
+          num_workers=cfg.data.num_workers))
+    return iter_ds
+
+
+def train_dataset(cfg, seed: int, method=None) -> grain.IterDataset:
+  """This process's infinite stream of local training batches (see TrainData)."""
+  return TrainData(cfg, seed, method).dataset()
 
 
 def train_size(cfg) -> int:
   """Examples per epoch: the synthetic benchmark has as many as `data.train_examples` asks for;
   a prepared dataset has its own size (train_examples does not cut it; use a split slice such
-  as `rafdb:train[:10%]` for a subset). `append`, the class subsample and bagging change it."""
-  src = sources.make(cfg.data.train, cfg.data.train_examples, cfg.data.image_size, cfg.seed)
-  return order.pool_size(cfg, src)
+  as `rafdb:train[:10%]` for a subset). `append`, the class subsample, bagging and dropped
+  classes change it."""
+  return TrainData(cfg, cfg.seed).size
 
 
 def steps_per_epoch(cfg) -> int:
-  n = train_size(cfg)
-  steps = n // cfg.batch_size
-  if steps < 1:
-    raise ValueError(f'the training set {cfg.data.train!r} has {n} examples, fewer than one '
-                     f'batch ({cfg.batch_size})')
-  return steps
+  return TrainData(cfg, cfg.seed).steps_per_epoch
 
 
 class EvalSet:
   """An eval dataset read in order, padded to whole global batches."""
 
-  def __init__(self, spec: str, cfg, seed: int):
+  def __init__(self, spec: str, cfg, seed: int, method=None):
     self.spec = spec
-    self.source = sources.make(spec, cfg.data.eval_examples, cfg.data.image_size, seed)
-    self.num_classes = cfg.model.num_classes
+    self.source = in_space(cfg, spec, cfg.data.eval_examples, seed)
+    self.num_classes = len(self.source.names)
     self.global_batch = cfg.eval_batch_size
     self.local_batch = local_batch_size(cfg.eval_batch_size)
     self.threads = cfg.data.num_threads
-    self.extra = method_transform(cfg, spec, self.source, seed)
+    self.extra = method_transform(method, spec, self.source, seed)
 
   def __len__(self):
     return len(self.source)

@@ -93,7 +93,7 @@ def imbalance_aware_order(labels, num_samples: int | None, seed: int,
 
   A class c is then drawn with probability ∝ n_c ** (1 - power): power = 1 is balanced in
   expectation (the `ImbalancedDatasetSampler` that POSTER++ and DAN use on AffectNet draws with
-  weights 1 / n_class and replacement, notes/reference-implementations.md sections 2 and 5),
+  weights 1 / n_class and replacement),
   power = 0 is uniform over examples (natural class frequencies) and 0.5 is in between.
   num_samples None means one pass, len(labels). Returns int64 [num_samples].
   """
@@ -144,7 +144,7 @@ def class_subsample(labels, seed: int, per_class: int | None = None) -> np.ndarr
   (default: the smallest class's count), each class drawn uniformly without replacement.
 
   CAGE's valence/arousal model trains on AffectNet "class-balanced by subsampling to the
-  minority-class count" (notes/reference-implementations.md section 4). Unlabelled examples
+  minority-class count" (CAGE's official VA scripts). Unlabelled examples
   (label < 0) are left out.
   """
   y = _labels(labels)
@@ -210,8 +210,8 @@ def class_weights(labels, num_classes: int, mode: str = 'inverse', normalize: st
     inverse_sqrt  1 / sqrt(n_c)
     effective     (1 - beta) / (1 - beta ** n_c), the "effective number" weights of Cui et al.
                   (CVPR 2019); beta -> 0 gives uniform weights, beta -> 1 inverse frequency
-    complement    1 - n_c / N, Jeong et al.'s LSD weights (notes/reference-implementations.md
-                  section 5; use with normalize='none' to reproduce them)
+    complement    1 - n_c / N, Jeong et al.'s LSD weights (use with
+                  normalize='none' to reproduce them)
   Normalisation:
     samples       sum_c n_c w_c = N, i.e. the weights average to 1 over the samples, so a
                   weighted mean loss keeps the unweighted scale; with 'inverse' this is

@@ -12,11 +12,9 @@ weight (out, in). Like the backbone maps, both directions refuse missing or left
 
   sd = to_numpy_state_dict(cfg, variables)     # {torch key: np.ndarray}
   variables = from_torch(cfg, state_dict)      # strict
-  export(workdir, 'cage.safetensors')          # a trained run -> a file torch loads
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, Mapping
 
@@ -117,27 +115,3 @@ def from_torch(cfg, state_dict: Mapping[str, Any]) -> dict:
   if variables.get('batch_stats'):
     out['batch_stats'] = {'backbone': variables['batch_stats']}
   return out
-
-
-def export(workdir: str, path: str, step: int | None = None) -> str:
-  """Writes a trained CAGE run (latest or `step` checkpoint) as the official model's state_dict:
-  .safetensors (no torch needed) or .pt/.pth/.bin. Returns the path."""
-  from ferjax import checkpoint, trainer
-  if not path.endswith(('.safetensors', '.pt', '.pth', '.bin')):
-    raise ValueError(f'{path!r}: write .safetensors, .pt, .pth or .bin')
-  mngr = checkpoint.Manager(workdir, read_only=True)
-  cfg = trainer.reconcile_config(mngr.config(step))
-  if cfg.method != 'cage':
-    raise ValueError(f'{workdir} is a {cfg.method!r} run, not a CAGE one')
-  run = trainer.Run(cfg)
-  state = run.restore_params(mngr, step if step is not None else mngr.latest_step())
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  sd = to_numpy_state_dict(cfg, variables)
-  if path.endswith('.safetensors'):
-    from safetensors.numpy import save_file
-    save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, path)
-  else:
-    import torch
-    torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, path)
-  return path

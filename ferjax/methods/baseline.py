@@ -35,7 +35,8 @@ def build(cfg) -> Method:
   if m.backbone.startswith('resnet'):   # width/depth knobs exist for the ResNet family only
     kw.update(width=m.width, stage_sizes=tuple(m.stage_sizes), bn_momentum=m.bn_momentum)
   backbone = models.build(m.backbone, **kw)
-  model = Classifier(backbone, m.num_classes, m.va_head, m.dropout)
+  names = labels.resolve(cfg)
+  model = Classifier(backbone, len(names), m.va_head, m.dropout)
   target, smoothing, va_weight = cfg.loss.target, cfg.loss.label_smoothing, cfg.loss.va_weight
   if target not in ('hard', 'soft'):
     raise ValueError(f"config.loss.target={target!r}; expected 'hard' or 'soft'")
@@ -55,10 +56,11 @@ def build(cfg) -> Method:
       metrics['loss_va'] = va
       total = total + va_weight * va
     correct = (jnp.argmax(outputs['logits'], -1) == batch['label']) * mask
-    metrics['accuracy'] = correct.sum() / jnp.maximum(mask.sum(), 1.0)
+    metrics['accuracy'] = 100.0 * correct.sum() / jnp.maximum(mask.sum(), 1.0)
     return total, metrics
 
   def predict(outputs):
-    return {k: outputs[k] for k in ('probs', 'va') if k in outputs}
+    return {k: outputs[k] for k in ('probs', 'logits', 'va') if k in outputs}
 
-  return Method('baseline', model, loss, predict, labels.class_names(m.num_classes))
+  groups = ('classification', 'regression') if m.va_head else ('classification',)
+  return Method('baseline', model, loss, predict, names, metrics=groups)

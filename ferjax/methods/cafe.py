@@ -1,6 +1,5 @@
 """CAFE (paper 000, ECCV'24): sigmoid masks on frozen CLIP features, channel separation and a
-channel-diverse loss. Official code: zyh-uaiaaaa/Generalizable-FER code/ours_CAFE.py (notes
-reference-implementations.md section 1).
+channel-diverse loss. Official code: zyh-uaiaaaa/Generalizable-FER code/ours_CAFE.py.
 
 Model: F = CLIP(x) (frozen, (B, D), D = 512); mask net = ResNet-18 trunk + global average pool,
 no fc, giving h (B, D); M = sigmoid(h) (eq. 1). h follows a ReLU, so M lies in [0.5, 1), as the
@@ -42,6 +41,7 @@ use_mask=False is 'CLIP + fine-tune' (CLIP trained with the fc).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -128,6 +128,8 @@ class CAFE(nn.Module):
         # Undo the pipeline's normalisation, then give CLIP its own input (clip_norm, size).
         x01 = image * jnp.asarray(self.aug_std) + jnp.asarray(self.aug_mean)
         features = self.clip(cafe_features.clip_input(x01, self.clip_cfg))
+        if cafe_features.half_precision(self.clip_cfg):   # the official fp16 features
+          features = features.astype(jnp.float16)
         if not self.clip_trainable:
           features = jax.lax.stop_gradient(features)
     features = features.astype(jnp.float32)                                  # (B, D)
@@ -151,6 +153,7 @@ def mask_net_dim(m) -> int:
 
 def build_model(cfg) -> CAFE:
   m, c = cfg.model, cfg.cafe
+  labels.resolve(cfg)
   mask_net = None
   if c.use_mask:
     mask_net = models.build(m.backbone, dtype=jnp.dtype(m.dtype), width=m.width,
@@ -177,7 +180,7 @@ def load_mask_net(cfg) -> dict:
 
 
 def build(cfg) -> Method:
-  c, seed, num_classes = cfg.cafe, cfg.seed, cfg.model.num_classes
+  c, seed, num_classes = cfg.cafe, cfg.seed, len(labels.resolve(cfg))
   model = build_model(cfg)
   exact = c.features == 'exact'
 
@@ -198,11 +201,13 @@ def build(cfg) -> Method:
       w = batch['mask'][:, None]
       metrics['mask_mean'] = (outputs['mask'] * w).sum() / jnp.maximum(w.sum() * z.shape[-1], 1)
     correct = (jnp.argmax(outputs['logits'], -1) == batch['label']) * mask
-    metrics['accuracy'] = correct.sum() / jnp.maximum(mask.sum(), 1.0)
+    metrics['accuracy'] = 100.0 * correct.sum() / jnp.maximum(mask.sum(), 1.0)
     return total, metrics
 
   def predict(outputs):
-    return {'probs': outputs['probs']}
+    # The mask feeds the report's per-class mask picture (not scored).
+    keep = ('probs', 'logits', 'mask') if c.use_mask else ('probs', 'logits')
+    return {k: outputs[k] for k in keep if k in outputs}
 
   def init_variables(variables):
     params, stats = dict(variables['params']), dict(variables['batch_stats'])
@@ -218,8 +223,10 @@ def build(cfg) -> Method:
   if exact and not c.clip_trainable:
     frozen = lambda path: path[:1] == ('clip',)
   inputs = None if exact else (lambda batch: {'features': batch['features']})
-  return Method('cafe', model, loss, predict, labels.class_names(num_classes),
-                model_inputs=inputs, frozen=frozen, init_variables=init_variables)
+  return Method('cafe', model, loss, predict, labels.class_names(cfg.data.class_space),
+                model_inputs=inputs, frozen=frozen, init_variables=init_variables,
+                pipeline_transform=functools.partial(pipeline_transform, cfg),
+                report=functools.partial(report, cfg))
 
 
 def paper_config(c, features: str = 'cached', clip_weights: str = '') -> None:
@@ -241,6 +248,8 @@ def paper_config(c, features: str = 'cached', clip_weights: str = '') -> None:
       clip_overrides=ml_collections.ConfigDict(),  # clip_vit_b32 field overrides ({} = B/32)
       clip_norm='clip',           # 'clip' (paper intent) | 'imagenet' (code)
       clip_trainable=False,       # True (exact mode): the 'CLIP + fine-tune' comparison
+      clip_dtype='float32',       # 'float16': the official CUDA run's CLIP (cached mode computes
+                                  # in half precision; exact mode rounds the features to it)
       cache_dir='',               # '' = $FERJAX_FEATURE_CACHE or ~/.cache/ferjax/features
       use_mask=True, sigmoid=True,
       pool='paper',               # 'paper' | 'code' (73-wide windows, channel 511 unpooled)
@@ -251,7 +260,7 @@ def paper_config(c, features: str = 'cached', clip_weights: str = '') -> None:
       report_samples=4,           # saliency images per eval set in the report
   ))
   c.model.backbone = 'resnet18'
-  c.model.num_classes = 7
+  c.data.class_space = 'affectnet7'
   c.model.va_head = False
   c.data.image_size = 224
   c.batch_size = 32
@@ -299,10 +308,10 @@ def table1_config(train: str, arg=None):
   c.data.eval_sets = ','.join(TABLE1_EVAL)
   if a['code']:   # the official script's choices where it departs from the paper
     c.cafe.update(dict(pool='code', clip_norm='imagenet', bgr_eval_sets=','.join(CODE_BGR_SETS)))
-  if a['epochs'] is not None:
-    c.train.epochs = float(a['epochs'])
   if a['smoke']:
     smoke(c)
+  if a['epochs'] is not None:   # after smoke, so that `smoke,epochs=N` keeps N
+    c.train.epochs = float(a['epochs'])
   return fc.finalize(c)
 
 
@@ -327,7 +336,7 @@ def pipeline_transform(cfg, spec: str, source, seed: int):
   return fn
 
 
-def report(cfg, state, specs, out_dir):
+def report(cfg, result):
   """Mask heatmap per class (Fig. 5 analogue) and mask-net saliency PNGs (cafe_report.py)."""
   from ferjax.methods import cafe_report
-  return cafe_report.write(cfg, state, specs, out_dir)
+  return cafe_report.write(cfg, result)

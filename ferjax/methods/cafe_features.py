@@ -6,7 +6,7 @@ and stored on disk; the pipeline then hands `batch['features']` to the model by 
 
 What the cache holds: the features of the UN-augmented image (the dataset's uint8 image as the
 pipeline decodes it, resized to CLIP's input size). The official code feeds CLIP the augmented
-tensor (flip, RandomErasing, Gaussian noise; notes section 1), so with augmentation on, the
+tensor (flip, RandomErasing, Gaussian noise), so with augmentation on, the
 cached mode differs from it: the mask net sees the augmented image, CLIP the clean one. The
 'exact' mode (cafe.features='exact') runs CLIP inside the step on the augmented input instead.
 
@@ -96,6 +96,7 @@ def cache_key(cfg, spec: str, num_examples: int, seed: int, bgr: bool, whash: st
   return {'version': CACHE_VERSION, 'weights_sha256': whash,
           'clip_overrides': dict(sorted(dict(c.clip_overrides).items())),
           'clip_norm': c.clip_norm, 'image_size': int(cfg.data.image_size),
+          'clip_dtype': c.get('clip_dtype', 'float32'),
           'clip_image_size': int(clip_module(cfg).image_size), 'bgr': bool(bgr), 'spec': spec,
           'num_examples': int(num_examples), 'requested_examples': _requested(cfg, spec),
           'seed': int(seed),
@@ -112,10 +113,28 @@ def cache_dir(cfg) -> str:
   return os.path.abspath(os.path.expanduser(d))
 
 
+def half_precision(cfg) -> bool:
+  """cafe.clip_dtype: 'float32' (the paper), or 'float16' as the official script runs CLIP on
+  CUDA (weights and activations in half precision, so its features are float16 values)."""
+  dtype = cfg.cafe.get('clip_dtype', 'float32')
+  if dtype not in ('float32', 'float16'):
+    raise ValueError(f"cafe.clip_dtype={dtype!r}; expected 'float32' or 'float16'")
+  return dtype == 'float16'
+
+
 def compute(cfg, source, params, bgr: bool, batch: int = 64) -> np.ndarray:
   """CLIP features of every example of `source`, in source order: float32 (N, D)."""
   module = clip_module(cfg)
-  fn = jax.jit(lambda p, x: module.apply({'params': p}, clip_input(x, cfg)))
+  if half_precision(cfg):
+    params = jax.tree.map(lambda a: np.asarray(a, np.float16), params)
+
+    def apply(p, x):
+      out = module.apply({'params': p}, clip_input(x, cfg).astype(jnp.float16))
+      return out.astype(jnp.float16).astype(jnp.float32)
+  else:
+    def apply(p, x):
+      return module.apply({'params': p}, clip_input(x, cfg))
+  fn = jax.jit(apply)
   out = []
   for lo in range(0, len(source), batch):
     imgs = np.stack([np.asarray(source[i]['image'], np.uint8)

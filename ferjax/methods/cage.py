@@ -1,8 +1,7 @@
 """CAGE (Wagner et al., CVPRW 2024, paper 003): circumplex affect guided expression inference.
 
 A MaxViT-T (or EfficientNetV2-S) backbone with the official head, trained in one of three
-versions (paper Sec. 4.1; official code `wagner-niklas/CAGE_expression_inference`, see
-notes/reference-implementations.md section 4):
+versions (paper Sec. 4.1; official code `wagner-niklas/CAGE_expression_inference`):
 
   discrete  weighted CE over C classes                                   (paper Table 4 weights)
   combined  weighted CE + alpha * MSE(V/A), one head of C + 2 outputs    (Eq. 1, alpha = 5)
@@ -78,7 +77,7 @@ class TorchLinear(nn.Module):
 
 
 class Cage(nn.Module):
-  """Backbone (pooled features) + the official head, outputs named as in ARCHITECTURE.md.
+  """Backbone (pooled features) + the official head, outputs named as every method names them.
 
   The raw head output (B, num_cls + num_reg) is split into C logits, then 2 (V, A) or 3 (EMOTIC
   V, A, D) regression outputs, as the official scripts slice `outputs[:, :C]`, `outputs[:, C:]`.
@@ -130,22 +129,24 @@ def head_layout(cfg) -> tuple[int, int, bool]:
       raise ValueError("cage.version='va' is an AffectNet model; EMOTIC uses 'combined' or "
                        "'discrete' (paper Sec. 4.3)")
     return 0, num_reg, False
-  num_cls = cfg.model.num_classes
+  num_cls = len(labels.resolve(cfg))
   return num_cls, (num_reg if c.version == 'combined' else 0), c.task == 'emotic'
 
 
 def class_weights(cfg) -> np.ndarray | None:
   """The CE class weights: 'table4' (paper Table 4 for 8 or 7 classes), 'uniform', or K floats."""
-  w, k = cfg.cage.class_weights, cfg.model.num_classes
+  w, k, space = cfg.cage.class_weights, cfg.model.num_classes, cfg.data.class_space
   if isinstance(w, str):
     if w == 'uniform':
       return None
     if w != 'table4':
       raise ValueError(f"cage.class_weights={w!r}; expected 'table4', 'uniform' or {k} floats")
-    table = {8: TABLE4_AFFECTNET8, 7: TABLE4_AFFECTNET7}
-    if k not in table:
-      raise ValueError(f'paper Table 4 has weights for 8 or 7 classes, not {k}')
-    return np.asarray(table[k], np.float32)
+    # Table 4's weights are in AffectNet's class order: they apply to those spaces only.
+    table = {'affectnet8': TABLE4_AFFECTNET8, 'affectnet7': TABLE4_AFFECTNET7}
+    if space not in table:
+      raise ValueError(f'paper Table 4 has weights for the affectnet8 and affectnet7 class '
+                       f'spaces, not {space!r}; set cage.class_weights')
+    return np.asarray(table[space], np.float32)
   w = np.asarray(w, np.float32)
   if w.shape != (k,):
     raise ValueError(f'cage.class_weights has {w.shape} entries for {k} classes')
@@ -199,6 +200,10 @@ def build(cfg) -> Method:
     return pw
 
   reg_key = 'va' if num_reg == 2 else 'vad'
+  va_half = c.get('va_target_dtype', 'float32') == 'float16'
+  if c.get('va_target_dtype', 'float32') not in ('float32', 'float16'):
+    raise ValueError(f"cage.va_target_dtype={c.va_target_dtype!r}; expected 'float32' or "
+                     "'float16'")
 
   def loss(outputs, batch, step):
     del step
@@ -216,9 +221,11 @@ def build(cfg) -> Method:
       metrics['loss_ce'], total = ce, total + ce
       valid = mask * (batch['label'] >= 0)
       correct = (jnp.argmax(outputs['logits'], -1) == batch['label']) * valid
-      metrics['accuracy'] = correct.sum() / jnp.maximum(valid.sum(), 1.0)
+      metrics['accuracy'] = 100.0 * correct.sum() / jnp.maximum(valid.sum(), 1.0)
     if num_reg:
       pred, target = outputs[reg_key], batch[reg_key]
+      if va_half:   # the official VA scripts store their targets as float16
+        target = target.astype(jnp.float16).astype(jnp.float32)
       reg_mask = mask * batch.get(reg_key + '_mask', batch['va_mask'])
       # torch MSELoss: the mean over all B x D elements = mean_d MSE_d.
       mse = losses.mse(pred, target, mask=reg_mask)
@@ -235,11 +242,19 @@ def build(cfg) -> Method:
     return total, metrics
 
   def predict(outputs):
-    return {k: outputs[k] for k in ('probs', 'multilabel', 'va', 'vad') if k in outputs}
+    return {k: outputs[k] for k in ('probs', 'logits', 'multilabel', 'va', 'vad')
+            if k in outputs}
 
-  names = (labels.MULTILABEL_SPACES['emotic26'] if c.task == 'emotic'
-           else labels.class_names(cfg.model.num_classes))
-  return Method('cage', model, loss, predict, tuple(names))
+  if (c.task == 'emotic') != labels.is_multilabel(cfg.data.class_space):
+    raise ValueError(f'cage.task={c.task!r} needs a '
+                     f'{"multi-label" if c.task == "emotic" else "single-label"} class space, '
+                     f'not config.data.class_space={cfg.data.class_space!r}')
+  groups = ('regression',) if num_reg else ()
+  if num_cls:
+    groups = ('multilabel' if multilabel else 'classification',) + groups
+  # A V/A-only model still reports its class space's names (the data's labels are kept).
+  return Method('cage', model, loss, predict, labels.class_names(cfg.data.class_space),
+                metrics=groups)
 
 
 def count_positives(source) -> tuple[np.ndarray, int]:
@@ -279,6 +294,7 @@ def paper_config(c: ml_collections.ConfigDict, version: str = 'combined', task: 
       pos_counts=(),             # EMOTIC: training positives per category (count_positives)
       pos_total=EMOTIC_TRAIN_SIZE,
       maxvit=ml_collections.ConfigDict(),  # MaxViT field overrides ({} = torchvision maxvit_t)
+      va_target_dtype='float32',  # 'float16': V/A targets rounded as the official scripts store them
   ))
   c.model.backbone = 'maxvit_t'
   c.model.va_head = False        # baseline-only switch; CAGE's head layout follows cage.version
@@ -296,7 +312,7 @@ def paper_config(c: ml_collections.ConfigDict, version: str = 'combined', task: 
   # minority class's count), fine-tuned from the combined model.
   c.data.class_subsample = version == 'va'
   if task == 'emotic':
-    c.model.num_classes = len(labels.MULTILABEL_SPACES['emotic26'])
+    c.data.class_space = 'emotic26'
     c.augment.mean = tuple(m1 + m2 * s1 for m1, m2, s1 in
                            zip(IMAGENET_MEAN, EMOTIC_BODY_MEAN, IMAGENET_STD))
     c.augment.std = tuple(s1 * s2 for s1, s2 in zip(IMAGENET_STD, EMOTIC_BODY_STD))
@@ -313,7 +329,7 @@ def set_schedule(c: ml_collections.ConfigDict, code_schedule: bool) -> None:
     c.optim.schedule = 'cosine_epoch'
 
 
-def real_config(arg, task: str, num_classes: int, epochs: float, batch_size: int = 128):
+def real_config(arg, task: str, class_space: str, epochs: float, batch_size: int = 128):
   """The body of configs/cage_affectnet{8,7}.py and cage_emotic.py (see their docstrings)."""
   from ferjax import config as fc
   a = fc.parse_arg(arg, dict(smoke=False, version='combined', backbone='maxvit_t', init='',
@@ -327,7 +343,10 @@ def real_config(arg, task: str, num_classes: int, epochs: float, batch_size: int
   if task == 'emotic':
     c.data.train, c.data.eval_sets = 'emotic:train', 'emotic:test'
   else:
-    c.model.num_classes = num_classes
+    c.data.class_space = class_space
+    if class_space == 'affectnet7':
+      # Contempt images stay for their V/A labels; the class terms skip them (labelled_only).
+      c.data.outside_space = 'unlabel'
     c.data.train, c.data.eval_sets = 'affectnet:train', 'affectnet:val'
   if a['version'] == 'va' or a['init']:
     c.train.init_from = a['init']
@@ -339,5 +358,7 @@ def real_config(arg, task: str, num_classes: int, epochs: float, batch_size: int
     fc.shrink_for_smoke(c)
     c.cage.maxvit.update(dict(stem_channels=8, block_channels=(8, 16), block_layers=(1, 1),
                               head_dim=8, partition_size=2, stochastic_depth_prob=0.0))
+  if a['epochs'] is not None:   # after smoke, so that `smoke,epochs=N` keeps N
+    c.train.epochs = float(a['epochs'])
   set_schedule(c, a['code_schedule'])
   return fc.finalize(c)

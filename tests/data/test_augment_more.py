@@ -37,7 +37,7 @@ def test_resized_crop_samples_a_region_of_the_stated_area_and_ratio():
   size = 32
   cfg = _cfg(rrc_scale=(0.25, 0.25), rrc_ratio=(1.0, 1.0))
   a, offset = augment._resized_crop(jax.random.key(3), size, cfg)
-  out = augment.warp(_ramp(size), a, offset)
+  out = augment.warp_projective(_ramp(size), augment._to_h(a, offset))
   # A quarter of the area at ratio 1 is a half-size square: output pixel centres step by half
   # a pixel, so each ramp spans half its range.
   for ch in (0, 1):

@@ -78,11 +78,18 @@ def test_bagging_pool_and_label_noise_through_training_source():
   np.testing.assert_array_equal(other.flipped, flipped)     # the same flips on every call
 
 
-def test_labels_outside_the_class_space_are_never_drawn():
-  y = np.array([0, 1, 2, 3, 7, 7, 7, 7] * 10)               # 7 is outside a 4-class space
-  _, pool, labels = order.training_source(_cfg(sampler='imbalance'), _Labels(y), seed=0)
+@pytest.mark.parametrize('outside', ['unlabel', 'drop'])
+def test_labels_outside_the_class_space_are_never_drawn(outside):
+  from ferjax import labels as labels_lib
+  from ferjax.data import spaces
+  y = np.array([0, 1, 2, 3, 7, 7, 7, 7] * 10)               # contempt is outside affectnet7
+  raw = _Labels(y)
+  raw.class_names = labels_lib.CANONICAL
+  src = spaces.InSpace(raw, 'affectnet7', outside)
+  _, pool, labels = order.training_source(_cfg(sampler='imbalance'), src, seed=0)
   bo = order.BatchOrder(pool, labels, 8, 'imbalance', seed=0)
-  assert not np.isin(np.concatenate([bo[s] for s in range(10)]), np.flatnonzero(y == 7)).any()
+  drawn = np.array([src.index_of(i) for i in np.concatenate([bo[s] for s in range(10)])])
+  assert not np.isin(drawn, np.flatnonzero(y == 7)).any()
 
 
 def test_synthetic_labels_without_rendering_match_the_examples():

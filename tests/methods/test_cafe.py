@@ -215,12 +215,29 @@ def test_mask_net_starts_from_msceleb_style_torch_weights(tmp_path):
 
 def test_compare_table_means_diagonal_and_off_diagonal(tmp_path):
   import json
-  from ferjax.methods import cafe_protocol
+  from ferjax.protocols import cross_domain
   rows = {'a': {'a': 90.0, 'b': 20.0, 'c': 30.0}, 'b': {'a': 10.0, 'b': 60.0, 'c': 40.0},
           'c': {'a': 50.0, 'b': 0.0, 'c': 30.0}}
   (tmp_path / 'x').mkdir()
   (tmp_path / 'x' / 'matrix.json').write_text(json.dumps({'config': 'cfg', 'extra': 'v=1',
                                                           'rows': rows}))
-  table = cafe_protocol.compare_table([str(tmp_path / 'x')])
+  table = cross_domain.compare_table([str(tmp_path / 'x')])
   # diagonal (90 + 60 + 30) / 3 = 60; off-diagonal (20 + 30 + 10 + 40 + 50 + 0) / 6 = 25
   assert table.splitlines()[-1] == '| x | cfg v=1 | 60.00 | 25.00 | 36.67 |'
+
+
+def test_float16_clip_switch_gives_half_precision_features(tmp_path):
+  """cafe.clip_dtype='float16' (the official CUDA run): the features are float16 values, close
+  to the float32 ones but not equal, and cached under another key."""
+  from ferjax.data import synthetic
+  src = synthetic.SyntheticFaces('lab', 'test', 8, 48, 0)
+  cfg32 = smoke(tmp_path)
+  cfg16 = smoke(tmp_path, **{'cafe.clip_dtype': 'float16'})
+  f32, d32, _ = cafe_features.features_for(cfg32, 'synthetic:lab:test', src, 0)
+  f16, d16, _ = cafe_features.features_for(cfg16, 'synthetic:lab:test', src, 0)
+  assert d32 != d16
+  np.testing.assert_array_equal(f16, f16.astype(np.float16).astype(np.float32))
+  assert not np.array_equal(f16, f32)
+  np.testing.assert_allclose(f16, f32, rtol=0.05, atol=0.05 * np.abs(f32).max())
+  rel = np.abs(f16 - f32).max() / np.abs(f32).max()
+  assert 1e-5 < rel < 2e-2

@@ -99,7 +99,7 @@ def test_combined_loss_is_weighted_ce_plus_5_mse():
   want = ce(t(logits), torch.from_numpy(batch['label']).long()) + 5 * torch.nn.MSELoss()(
       t(pred), t(batch['va']))
   assert float(loss) == pytest.approx(float(want), rel=1e-5)
-  assert float(m['accuracy']) == pytest.approx(np.mean(logits.argmax(-1) == batch['label']))
+  assert float(m['accuracy']) == pytest.approx(100 * np.mean(logits.argmax(-1) == batch['label']))
 
 
 def test_table4_weights_are_normalised_inverse_frequencies():
@@ -321,7 +321,7 @@ def test_va_starts_from_combined_without_its_head(combined_run, tmp_path, capfd)
   cfg = _smoke('va', **{'train.init_from': workdir})
   assert cfg.train.init_exclude == 'classifier_*'
   mngr = checkpoint.Manager(workdir, read_only=True)
-  saved = mngr.restore(trainer.Run(trainer.reconcile_config(mngr.config())).abstract)['params']
+  saved = mngr.restore(trainer.Run(config_lib.reconcile(mngr.config())).abstract)['params']
   run = trainer.Run(cfg)
   with pytest.raises(checkpoint.IncompatibleCheckpoint, match='classifier_6'):
     run.restore_params(mngr)                      # a changed head never loads silently
@@ -357,8 +357,7 @@ def emotic_dir(tmp_path_factory):
 
   fixtures_b.emotic_tree(tmp / 'raw', {s: rows(12) for s in ('train', 'val', 'test')})
   data_dir = str(tmp / 'tfds')
-  assert prepare.main(['--dataset', 'emotic', '--manual_dir', str(tmp / 'raw'), '--data_dir',
-                       data_dir, '--no_progress']) == 0
+  prepare.prepare('emotic', str(tmp / 'raw'), data_dir, progress=False)
   return data_dir
 
 
@@ -377,7 +376,7 @@ def test_emotic_end_to_end_from_raw_files(emotic_dir, tmp_path, capfd):
   reports = trainer.train(cfg, str(tmp_path / 'run'))
   assert 'pos_weight from 12 training examples' in capfd.readouterr().err
   r = reports[f'emotic:test@{data_dir}']
-  assert r['multilabel']['n'] == 12 and 0.0 <= r['multilabel']['top3_accuracy'] <= 1.0
+  assert r['multilabel']['n'] == 12 and 0.0 <= r['multilabel']['top3_accuracy'] <= 100.0
   assert set(r['vad']) >= {'valence', 'arousal', 'dominance'}
 
 
@@ -386,14 +385,26 @@ def test_cross_dataset_va_of_an_affectnet_style_model_on_emotic(combined_run, em
   """A combined (classes + V/A) model scored on another dataset's valence/arousal: EMOTIC's
   1..10 ratings arrive mapped to [-1, 1] by its reader, and the report has V/A errors for all
   12 crops although none has an expression class."""
-  from ferjax import evaluate
+  from ferjax import evaluate, inference
   workdir, _ = combined_run
-  mngr = checkpoint.Manager(workdir, read_only=True)
-  run = trainer.Run(trainer.reconcile_config(mngr.config()))
-  state = run.restore_params(mngr)
   spec = f'emotic:test@{emotic_dir}'
-  reports = evaluate.evaluate(run.steps.predict, state, [spec], run.cfg, run.mesh,
-                              run.method.class_names, str(tmp_path))
+  reports = evaluate.evaluate(inference.load(workdir), [spec], str(tmp_path))
   r = reports[spec]
   assert r['va']['n'] == 12 and np.isfinite(r['va']['arousal']['ccc'])
   assert r['n'] == 12 and 'accuracy' not in r      # no expression label: no 0-of-0 accuracy
+
+
+def test_float16_va_targets_switch_matches_the_official_half_precision_targets():
+  """cage.va_target_dtype='float16': the loss is the official one on targets stored as
+  torch.float16; the default float32 loss differs from it."""
+  batch, pred, _ = _va_batch(seed=3)
+  half = methods.build(load(SYNTH, 'smoke,version=va', **{'cage.va_target_dtype': 'float16'}))
+  full = methods.build(load(SYNTH, 'smoke,version=va'))
+  args = ({'va': jnp.asarray(pred)}, jax.tree.map(jnp.asarray, batch), 0)
+  mse = torch.nn.MSELoss()
+  p, y = t(pred), t(batch['va']).half().float()
+  want = (3 * mse(p[:, 0], y[:, 0]) + 3 * mse(p[:, 1], y[:, 1])
+          + official_ccc_loss(p[:, 0], y[:, 0]) + official_ccc_loss(p[:, 1], y[:, 1]))
+  got_half, got_full = float(half.loss(*args)[0]), float(full.loss(*args)[0])
+  assert got_half == pytest.approx(float(want), rel=1e-6, abs=1e-7)
+  assert 1e-7 < abs(got_half - got_full) < 1e-2

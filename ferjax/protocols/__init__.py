@@ -1,0 +1,1 @@
+"""Protocols: studies made of several ordinary training runs (cross-domain matrices, ...)."""
