@@ -7,8 +7,10 @@ Arguments: clip=PATH (HF flax_model.msgpack dir or torch state_dict), code (the 
 script's pool / ImageNet-normalised CLIP / BGR test sets), exact (CLIP in the step on augmented
 input), epochs=N, smoke.
 """
-from ferjax.methods import cafe
+from ferjax import config as fc
+
+cafe_setup = fc.sibling(__file__, '_cafe')
 
 
 def get_config(arg=None):
-  return cafe.table1_config('ferplus', arg)
+  return cafe_setup.table1_config('ferplus', arg)

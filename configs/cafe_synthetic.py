@@ -18,6 +18,8 @@ CLIP + fc, no mask; mask = sigmoid mask only; mask_sep = + separation; full = + 
 from ferjax import config as fc
 from ferjax.methods import cafe
 
+cafe_setup = fc.sibling(__file__, '_cafe')
+
 VARIANTS = ('full', 'baseline', 'mask', 'mask_sep', 'no_sigmoid', 'clip_finetune')
 
 
@@ -30,7 +32,7 @@ def get_config(arg=None):
   if a['domain'] not in fc.SYNTHETIC_DOMAINS:
     raise ValueError(f"domain={a['domain']!r}; the synthetic domains are {fc.SYNTHETIC_DOMAINS}")
   c = fc.base_config()
-  cafe.paper_config(c, features=a['features'], clip_weights=a['clip'])
+  cafe_setup.paper_config(c, features=a['features'], clip_weights=a['clip'])
   c.data.train = f"synthetic:{a['domain']}:train"
   c.data.eval_sets = ','.join(f'synthetic:{d}:test' for d in fc.SYNTHETIC_DOMAINS)
   c.data.train_examples = 20000
@@ -54,7 +56,7 @@ def get_config(arg=None):
     # CLIP at 64 px; 2 of 18 channels dropped per piece (the paper's 10 of 73, scaled).
     c.model.width = 16
     c.data.image_size = 64
-    cafe.small_clip(c, 64, cafe.mask_net_dim(c.model), num_drop=2)
+    cafe_setup.small_clip(c, 64, cafe.mask_net_dim(c.model), num_drop=2)
     c.data.train_examples = 4096
     c.data.eval_examples = 500
     c.batch_size = 64
@@ -65,7 +67,7 @@ def get_config(arg=None):
     c.train.ckpt_every = 1000
     c.train.eval_every = -1
   if a['smoke']:
-    cafe.smoke(c)
+    cafe_setup.smoke(c)
   if a['epochs'] is not None:   # after smoke, so that `smoke,epochs=N` keeps N
     c.train.epochs = float(a['epochs'])
   return fc.finalize(c)

@@ -31,8 +31,10 @@ pretrained-backbone option yet); no best-validation-loss checkpoint selection; t
 class-balanced subsampling of the training set is not applied; random erasing fills with 0, not
 the scripts' random values.
 """
-from ferjax.methods import cage
+from ferjax import config as fc
+
+cage_setup = fc.sibling(__file__, '_cage')
 
 
 def get_config(arg=None):
-  return cage.real_config(arg, task='affectnet', class_space='affectnet7', epochs=25.0)
+  return cage_setup.real_config(arg, task='affectnet', class_space='affectnet7', epochs=25.0)

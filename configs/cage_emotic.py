@@ -24,11 +24,14 @@ the BCE is unweighted); (2) the batch to carry 'multilabel' [B, 26] and 'vad' [B
 Arguments (`FILE:k=v,...`): init=DIR, version=<combined|discrete>, epochs=N, code_lr (no-op
 here: the EMOTIC script already uses 5e-5), code_schedule, smoke.
 """
-from ferjax.methods import cage
+from ferjax import config as fc
+
+cage_setup = fc.sibling(__file__, '_cage')
 
 
 def get_config(arg=None):
-  c = cage.real_config(arg, task='emotic', class_space='emotic26', epochs=30.0, batch_size=32)
+  c = cage_setup.real_config(arg, task='emotic', class_space='emotic26', epochs=30.0,
+                             batch_size=32)
   if c.train.init_from:
     c.train.init_exclude = 'classifier_5'   # the AffectNet head's C + 2 outputs
   return c

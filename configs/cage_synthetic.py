@@ -18,6 +18,8 @@ weights correct AffectNet's imbalance: normalised inverse frequencies, uniform f
 from ferjax import config as fc
 from ferjax.methods import cage
 
+cage_setup = fc.sibling(__file__, '_cage')
+
 # The CPU-budget MaxViT: torchvision's structure (stem, then stages of MBConv + window + grid
 # attention) at a width and depth that trains in minutes. 48 px (the `lab` domain's native
 # size) gives stage maps of 12, 6 and 3, so 3 x 3 partitions tile every stage (MaxViT needs that
@@ -42,7 +44,7 @@ def get_config(arg=None):
   if a['domain'] not in fc.SYNTHETIC_DOMAINS:
     raise ValueError(f"domain={a['domain']!r}; the synthetic domains are {fc.SYNTHETIC_DOMAINS}")
   c = fc.base_config()
-  cage.paper_config(c, version=a['version'], epochs=20.0, code_lr=a['code_lr'],
+  cage_setup.paper_config(c, version=a['version'], epochs=20.0, code_lr=a['code_lr'],
                     code_schedule=a['code_schedule'])
   c.cage.class_weights = 'uniform'
   c.data.train = f"synthetic:{a['domain']}:train"
@@ -77,5 +79,5 @@ def get_config(arg=None):
     c.cage.maxvit.update(SMOKE_MAXVIT)   # at shrink_for_smoke's 48 px: maps 12 and 6
   if a['epochs'] is not None:   # after smoke, so that `smoke,epochs=N` keeps N
     c.train.epochs = float(a['epochs'])
-  cage.set_schedule(c, a['code_schedule'])   # T_max follows the final batch size and epochs
+  cage_setup.set_schedule(c, a['code_schedule'])   # T_max follows the final batch size and epochs
   return fc.finalize(c)

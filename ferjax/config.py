@@ -181,6 +181,20 @@ def finalize(c: ml_collections.ConfigDict, smoke: bool = False) -> ml_collection
   return c
 
 
+def sibling(config_file: str, name: str):
+  """The module `name`.py beside `config_file`: configs share a paper's set-up this way (e.g.
+  configs/_cafe.py), whatever the current directory or the command that loads them."""
+  import sys
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name + '.py')
+  key = 'ferjax_config_' + name.lstrip('_') + '_' + str(abs(hash(path)))
+  if key not in sys.modules:
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[key] = module
+  return sys.modules[key]
+
+
 def load(path_and_arg: str) -> ml_collections.ConfigDict:
   """Loads `configs/x.py[:arg]` the way `--config` does (for eval, tests and notebooks)."""
   path, _, arg = path_and_arg.partition(':')

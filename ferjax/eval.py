@@ -1,4 +1,4 @@
-"""Evaluation: `python -m ferjax.eval --workdir DIR [--workdir DIR2 ...] [--datasets a,b] [--out DIR]`.
+"""Evaluation: `python -m ferjax.eval --workdir DIR [--workdir DIR2] [--datasets a,b] [--out DIR]`.
 
 Restores a run's latest checkpoint (or `--step N`, or `--step best`) through `ferjax.inference`
 (no optimiser, no training set: a run evaluates where only its workdir is), scores it on its

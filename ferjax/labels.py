@@ -21,7 +21,8 @@ SPACES = {
     'rafdb7': ('surprise', 'fear', 'disgust', 'happy', 'sad', 'anger', 'neutral'),
     # FER2013's order (0 angry ... 6 neutral).
     'fer2013_7': ('anger', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral'),
-    # FERPlus's vote columns (neutral, happiness, surprise, sadness, anger, disgust, fear, contempt).
+    # FERPlus's vote columns (neutral, happiness, surprise, sadness, anger, disgust, fear,
+    # contempt).
     'ferplus8': ('neutral', 'happy', 'surprise', 'sad', 'anger', 'disgust', 'fear', 'contempt'),
     # ABAW4 LSD: the six basic emotions (no neutral, no contempt), canonical order.
     'lsd6': ('happy', 'sad', 'surprise', 'fear', 'disgust', 'anger'),

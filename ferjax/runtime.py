@@ -21,7 +21,8 @@ def setup() -> None:
     logging.set_verbosity(logging.WARNING)
   if not flags.FLAGS.is_parsed():
     # CLIs built on argparse (prepare, bench, cafe_protocol) never parse absl flags, and grain
-    # reads its own absl flags in worker threads and processes (they must be parsed before a worker reads one): defaults.
+    # reads its own absl flags in worker threads and processes, so they must be parsed:
+    # defaults.
     flags.FLAGS.mark_as_parsed()
   cache = os.environ.get('FERJAX_CACHE_DIR', DEFAULT_CACHE)
   if cache:

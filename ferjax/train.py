@@ -1,4 +1,4 @@
-"""Training: `python -m ferjax.train --config configs/X.py[:k=v,...] --workdir DIR [--config.a.b=v]`.
+"""Training: `python -m ferjax.train --config configs/X.py[:k=v] --workdir DIR [--config.a.b=v]`.
 
 Multi-process: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I (or set
 FERJAX_DISTRIBUTED=1 on a cluster jax can detect). See ferjax/trainer.py for resume rules.

@@ -139,7 +139,8 @@ def process_votes(votes, mode: str) -> tuple[np.ndarray, np.ndarray]:
     multi_target  emotions with >= 30% of the votes; dropped when they cover <= 50%.
   In every mode a sample is also dropped when its processed 10-vector peaks at unknown/NF (the
   reader keeps `argmax < 8`, numpy's first-max rule: an emotion tying with unknown in
-  'multi_target' survives) and the 8 emotion entries are renormalised. A row with no vote left is dropped.
+  'multi_target' survives) and the 8 emotion entries are renormalised. A row with no vote
+  left is dropped.
 
   Returns:
     targets float32 [N, 8] (rows of dropped samples are zero) and keep bool [N]. The targets are
@@ -198,7 +199,8 @@ def draw_labels(dists, seed: int, epoch: int, indices) -> np.ndarray:
 def multi_target_encoding(targets, epsilon: float = MULTI_TARGET_EPSILON) -> np.ndarray:
   """(1 - eps) * 1[t > 0] + eps: the reference's served 'multi_target' target.
 
-  The reference pairs it with the loss -log max_k(t_k * p_k); eps "avoid[s] ill-conditioned computation".
+  The reference pairs it with the loss -log max_k(t_k * p_k); eps "avoid[s] ill-conditioned
+  computation".
   """
   t = np.asarray(targets, np.float32)
   return ((1.0 - epsilon) * (t > 0) + epsilon).astype(np.float32)
