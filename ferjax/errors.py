@@ -17,3 +17,8 @@ class UserError(Exception):
 class ConfigError(UserError, ValueError):
   """A config that cannot work as given (a class space that does not fit, a resumed run whose
   config changed, an unknown metric). A ValueError too, for code that catches those."""
+
+
+class DataError(UserError, ValueError):
+  """A dataset name, spec or option that names nothing or does not parse (`nope:test`,
+  `rafdb:train@`, `--option crop_box`). A ValueError too, for code that catches those."""

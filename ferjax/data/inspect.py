@@ -1,7 +1,8 @@
-"""Looks inside a prepared dataset: examples per split and class, and a grid of samples.
+r"""Looks inside a prepared dataset: examples per split and class, and a grid of samples.
 
   python -m ferjax.data.inspect --dataset rafdb [--data_dir /data/tfds] [--grid rafdb.png] \
       [--split train] [--per_class 4] [--size 96]
+  (or ferjax-inspect ...; from Python: report(name, data_dir, ...))
 
 The table counts every split's examples under the canonical class names of the dataset's class
 space (column 'unknown' for label -1), so a wrong class order in a reader shows up as implausible
@@ -10,12 +11,11 @@ name on top) from one split, decoded the way training reads them.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
+from absl import app, flags, logging as absl_logging
 import numpy as np
 
 from ferjax.data import readers, sources, tfds_builder
+from ferjax.errors import DataError
 
 _CHUNK = 1024
 
@@ -88,38 +88,62 @@ def sample_grid(name: str, split: str, data_dir: str, per_class: int = 4, size: 
   return np.asarray(grid)
 
 
-def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m ferjax.data.inspect', description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument('--dataset', required=True,
-                  help=f'dataset name, one of: {", ".join(sorted(readers.READERS))}')
-  ap.add_argument('--data_dir', default=None, help='folder of prepared datasets (default '
-                  '$FERJAX_DATA_DIR, $TFDS_DATA_DIR or ~/tensorflow_datasets)')
-  ap.add_argument('--grid', default='', help='write a sample grid PNG here')
-  ap.add_argument('--split', default='', help='split of the grid (default: the first one)')
-  ap.add_argument('--per_class', type=int, default=4, help='grid rows (examples per class)')
-  ap.add_argument('--size', type=int, default=96, help='grid cell size in pixels')
-  args = ap.parse_args(argv)
-  data_dir = args.data_dir or tfds_builder.default_data_dir()
-  try:
-    builder = tfds_builder.open_prepared(args.dataset, data_dir)
-    names, counts = class_counts(args.dataset, data_dir)
-    split = args.split or next(iter(counts))
-    if split not in counts:
-      raise ValueError(f'no split {split!r}; splits: {list(counts)}')
-  except (ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+def report(name: str, data_dir: str | None = None, grid: str = '', split: str = '',
+           per_class: int = 4, size: int = 96) -> str:
+  """What the command prints: where the dataset is, its class space and the table of counts;
+  with `grid`, also writes there a sample grid PNG of `split` (default: the first split).
+
+  The function behind the command, for scripts and tests (the command's flags are absl's,
+  parsed once per process). Raises FileNotFoundError with the prepare command when the dataset
+  is not prepared in data_dir, DataError for a split it does not have.
+  """
+  data_dir = data_dir or tfds_builder.default_data_dir()
+  builder = tfds_builder.open_prepared(name, data_dir)
+  names, counts = class_counts(name, data_dir)
+  split = split or next(iter(counts))
+  if split not in counts:
+    raise DataError(f'{name} has no split {split!r}; its splits: {", ".join(counts)}')
   space = builder.info.metadata.get('class_space', '?') if builder.info.metadata else '?'
-  print(f'{args.dataset} in {builder.data_dir} (class space {space})')
-  print(format_table(names, counts))
-  if args.grid:
+  lines = [f'{name} in {builder.data_dir} (class space {space})', format_table(names, counts)]
+  if grid:
     from PIL import Image
-    Image.fromarray(sample_grid(args.dataset, split, data_dir, args.per_class,
-                                args.size)).save(args.grid)
-    print(f'wrote {args.grid} ({split}, up to {args.per_class} per class)')
+    Image.fromarray(sample_grid(name, split, data_dir, per_class, size)).save(grid)
+    lines.append(f'wrote {grid} ({split}, up to {per_class} per class)')
+  return '\n'.join(lines)
+
+
+def _define_flags() -> None:
+  # Defined when the command runs, not on import: absl flags are process-global, and report()
+  # is imported beside prepare and other commands that have flags of the same names.
+  flags.DEFINE_enum('dataset', None, sorted(readers.READERS), 'Dataset name.', required=True)
+  flags.DEFINE_string('data_dir', None, 'Folder of prepared datasets (default $FERJAX_DATA_DIR, '
+                      'else $TFDS_DATA_DIR, else ~/tensorflow_datasets).')
+  flags.DEFINE_string('grid', '', 'Write a sample grid PNG here.')
+  flags.DEFINE_string('split', '', 'Split of the grid (default: the first one).')
+  flags.DEFINE_integer('per_class', 4, 'Grid rows (examples per class).', lower_bound=1)
+  flags.DEFINE_integer('size', 96, 'Grid cell size in pixels.', lower_bound=8)
+
+
+def main(argv: list[str]) -> int:
+  """The command: report() with the flags."""
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  args = flags.FLAGS
+  if not args['verbosity'].present:
+    # absl.app sends INFO logs to stderr: TFDS's line for every file it reads or writes would
+    # bury the output. --verbosity=0 shows them.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  print(report(args.dataset, args.data_dir, args.grid, args.split, args.per_class, args.size))
   return 0
 
 
+def cli() -> None:
+  # Imported here: ferjax.cli defines --debug, which a program importing this module as a
+  # library may define itself.
+  from ferjax import cli as cli_lib
+  _define_flags()
+  cli_lib.run(main)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli()

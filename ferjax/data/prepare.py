@@ -1,7 +1,9 @@
-"""Prepares a dataset from its raw files into a TFDS ArrayRecord dataset.
+r"""Prepares a dataset from its raw files into a TFDS ArrayRecord dataset.
 
   python -m ferjax.data.prepare --dataset rafdb --manual_dir /raw/RAF-DB --data_dir /data/tfds \
-      [--option crop_box=True] [--option k=v ...] [--splits train,test] [--overwrite]
+      [--option crop_box=True] [--option k=v ...] [--splits train,test] [--overwrite] \
+      [--noprogress]
+  (or ferjax-prepare ...; from Python: prepare(name, manual_dir, data_dir, ...))
 
 The raw files are read by the dataset's reader (ferjax.data.readers) and written by the generic
 builder (ferjax.data.tfds_builder) to DATA_DIR/NAME/VERSION. Training and evaluation then read
@@ -19,14 +21,16 @@ DATA_DIR/NAME/skipped_images.txt.
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import os
 import shutil
 import sys
 import tempfile
 
+from absl import app, flags, logging as absl_logging
+
 from ferjax.data import readers, tfds_builder
+from ferjax.errors import DataError, UserError
 
 SKIPPED_FILE = 'skipped_images.txt'
 
@@ -37,7 +41,7 @@ def parse_options(items) -> dict:
   for item in items or ():
     key, eq, value = item.partition('=')
     if not eq or not key.strip():
-      raise ValueError(f'--option {item!r}: expected key=value')
+      raise DataError(f'--option {item!r}: expected key=value')
     try:
       out[key.strip()] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -59,6 +63,12 @@ def check_manual_dir(name: str, manual_dir: str) -> None:
 def prepare(name: str, manual_dir: str, data_dir: str | None = None, options: dict | None = None,
             splits=None, overwrite: bool = False, progress: bool = True) -> dict[str, int]:
   """Prepares `name` into data_dir; returns the number of examples per split.
+
+  The function behind the command, for scripts and tests (the command's flags are absl's,
+  parsed once per process). `options` are the command's --option values as a dict (see
+  parse_options). Raises DataError for an unknown name, FileNotFoundError for a manual_dir that
+  is missing or empty, ReaderError for raw files that do not fit the reader, ValueError for a
+  split or reader option that the reader does not have.
 
   The dataset is built in a temporary folder inside data_dir and renamed into place only when
   the build succeeds, so a failed run (also with overwrite) leaves any dataset that was
@@ -161,33 +171,53 @@ def format_counts(name: str, data_dir: str, counts: dict[str, int]) -> str:
   return '\n'.join(lines)
 
 
-def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m ferjax.data.prepare', description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument('--dataset', required=True,
-                  help=f'dataset name, one of: {", ".join(sorted(readers.READERS))}')
-  ap.add_argument('--manual_dir', required=True, help='folder holding the raw dataset files')
-  ap.add_argument('--data_dir', default=None,
-                  help='output folder of prepared datasets (default $FERJAX_DATA_DIR, '
-                       '$TFDS_DATA_DIR or ~/tensorflow_datasets)')
-  ap.add_argument('--option', action='append', default=[], metavar='K=V',
-                  help='builder (crop_box, crop_margin) or reader option; repeatable')
-  ap.add_argument('--splits', default='', help='comma-separated subset of the splits')
-  ap.add_argument('--overwrite', action='store_true',
-                  help='rebuild an existing dataset (replaced only when the rebuild succeeds)')
-  ap.add_argument('--no_progress', action='store_true', help='no progress bars')
-  args = ap.parse_args(argv)
+def _define_flags() -> None:
+  # Defined when the command runs, not on import: absl flags are process-global, and
+  # prepare() is imported beside inspect and other commands that have flags of the same names.
+  flags.DEFINE_enum('dataset', None, sorted(readers.READERS), 'Dataset name.', required=True)
+  flags.DEFINE_string('manual_dir', None, 'Folder holding the raw dataset files.', required=True)
+  flags.DEFINE_string('data_dir', None, 'Output folder of prepared datasets (default '
+                      '$FERJAX_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets).')
+  flags.DEFINE_multi_string('option', [], 'K=V: a builder option (crop_box, crop_margin, '
+                            'bad_images) or a reader option.')
+  flags.DEFINE_list('splits', [], 'Comma-separated subset of the splits (default: all).')
+  flags.DEFINE_boolean('overwrite', False, 'Rebuild a dataset that is already prepared (it is '
+                       'replaced only when the rebuild succeeds).')
+  flags.DEFINE_boolean('progress', True, 'Progress bars; --noprogress for none.')
+  flags.DEFINE_boolean('no_progress', False, 'The older spelling of --noprogress.')
+
+
+def main(argv: list[str]) -> int:
+  """The command: prepare() with the flags, then the counts per split."""
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  args = flags.FLAGS
+  if not args['verbosity'].present:
+    # absl.app sends INFO logs to stderr: TFDS's line for every file it reads or writes would
+    # bury the output. --verbosity=0 shows them.
+    absl_logging.set_verbosity(absl_logging.WARNING)
   data_dir = os.path.abspath(os.path.expanduser(args.data_dir or tfds_builder.default_data_dir()))
-  splits = [s for s in args.splits.split(',') if s] or None
   try:
     counts = prepare(args.dataset, args.manual_dir, data_dir, parse_options(args.option),
-                     splits=splits, overwrite=args.overwrite, progress=not args.no_progress)
-  except (ValueError, FileNotFoundError) as e:   # ReaderError is a ValueError
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+                     splits=args.splits or None, overwrite=args.overwrite,
+                     progress=args.progress and not args.no_progress)
+  except UserError:
+    raise
+  except ValueError as e:
+    # Readers check their options with ValueError (affectnet num_classes=9, ferg fractions),
+    # as the builder checks --splits: here they come from the command line.
+    raise UserError(str(e)) from e
   print(format_counts(args.dataset, data_dir, counts))
   return 0
 
 
+def cli() -> None:
+  # Imported here: ferjax.cli defines --debug, which a program importing this module as a
+  # library may define itself.
+  from ferjax import cli as cli_lib
+  _define_flags()
+  cli_lib.run(main)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli()

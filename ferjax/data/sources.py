@@ -27,6 +27,8 @@ import os
 
 import numpy as np
 
+from ferjax.errors import DataError
+
 SPLITS = ('train', 'val', 'test')
 NUM_EMOTIONS = 8
 _LABELS: dict = {}   # (name, split, data_dir, size) -> labels, see PreparedSource.labels
@@ -42,8 +44,8 @@ def parse_prepared(spec: str) -> tuple[str, str, str | None]:
   name, _, rest = spec.strip().partition(':')
   split, at, data_dir = rest.partition('@')
   if not name or not split or (at and not data_dir):
-    raise ValueError(f'bad dataset spec {spec!r}: expected NAME:SPLIT or NAME:SPLIT@DATA_DIR '
-                     '(e.g. rafdb:test, rafdb:train[:90%]@/data/tfds)')
+    raise DataError(f'bad dataset spec {spec!r}: expected NAME:SPLIT or NAME:SPLIT@DATA_DIR '
+                    '(e.g. rafdb:test, rafdb:train[:90%]@/data/tfds)')
   return name, split, (os.path.expanduser(data_dir) if data_dir else None)
 
 
@@ -57,14 +59,14 @@ def make(spec: str, num_examples: int, image_size: int, seed: int):
   if name == 'synthetic':
     from ferjax.data import synthetic
     if len(rest) != 2 or rest[0] not in synthetic.DOMAINS or rest[1] not in SPLITS:
-      raise ValueError(f'bad dataset spec {spec!r}: expected synthetic:DOMAIN:SPLIT with DOMAIN '
-                       f'in {synthetic.DOMAINS} and SPLIT in {SPLITS}')
+      raise DataError(f'bad dataset spec {spec!r}: expected synthetic:DOMAIN:SPLIT with DOMAIN '
+                      f'in {synthetic.DOMAINS} and SPLIT in {SPLITS}')
     return synthetic.SyntheticFaces(rest[0], rest[1], num_examples=num_examples,
                                     image_size=image_size, seed=seed)
   from ferjax.data import readers
   if name not in readers.READERS:
-    raise ValueError(f'unknown dataset {name!r} in spec {spec!r}; known: '
-                     f'{", ".join(known_names())}')
+    raise DataError(f'unknown dataset {name!r} in spec {spec!r}; known: '
+                    f'{", ".join(known_names())}')
   name, split, data_dir = parse_prepared(spec)
   return PreparedSource(name, split, data_dir, image_size=image_size)
 
@@ -144,8 +146,8 @@ class PreparedSource:
     try:   # any TFDS split expression: 'train', 'train[:10%]', 'train+val', 'all'
       self.num_examples = len(self._source())
     except (KeyError, ValueError, AssertionError) as e:
-      raise ValueError(f'dataset {name!r} in {self.data_dir} has no split {split!r} ({e}); its '
-                       f'splits: {sorted(builder.info.splits)}') from e
+      raise DataError(f'dataset {name!r} in {self.data_dir} has no split {split!r} ({e}); its '
+                      f'splits: {sorted(builder.info.splits)}') from e
 
   def _source(self):
     if self._ds is None:

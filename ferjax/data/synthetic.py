@@ -56,12 +56,11 @@ expression is in every domain's geometry.
 """
 from __future__ import annotations
 
-import argparse
 import bisect
 import math
-import sys
 import time
 
+from absl import app, flags
 import numpy as np
 
 from ferjax.data.synthetic_geometry import (ACTION_NAMES, DOMAINS, IDENTITY_FIELDS, NUM_ACTIONS,
@@ -393,31 +392,45 @@ def benchmark(image_size: int = 112, n: int = 500, repeats: int = 3,
   return out
 
 
-def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog='python -m ferjax.data.synthetic',
-                               description='Synthetic FER benchmark: labelled grid / speed.')
-  ap.add_argument('--grid', help='write a labelled grid PNG to this path')
-  ap.add_argument('--size', type=int, default=112, help='image size in pixels (48..224)')
-  ap.add_argument('--domains', default=','.join(DOMAINS), help='comma-separated domains')
-  ap.add_argument('--per-class', type=int, default=1, help='grid rows per domain')
-  ap.add_argument('--seed', type=int, default=0)
-  ap.add_argument('--bench', action='store_true', help='print images/s per domain')
-  args = ap.parse_args(argv)
-  domains = [d for d in args.domains.split(',') if d]
-  bad = [d for d in domains if d not in DOMAINS]
+def _define_flags() -> None:
+  # Defined when the command runs, not on import: this module is imported everywhere, and absl
+  # flags are process-global.
+  flags.DEFINE_string('grid', '', 'Write a labelled grid PNG to this path.')
+  flags.DEFINE_integer('size', 112, 'Image size in pixels.', lower_bound=48, upper_bound=224)
+  flags.DEFINE_list('domains', list(DOMAINS), 'Comma-separated domains.')
+  flags.DEFINE_integer('per_class', 1, 'Grid rows per domain.', lower_bound=1)
+  flags.DEFINE_integer('seed', 0, 'Seed of the grid.')
+  flags.DEFINE_boolean('bench', False, 'Print images/s per domain.')
+
+
+def main(argv: list[str]) -> int:
+  """The command: a labelled grid and/or the speed per domain."""
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  args = flags.FLAGS
+  bad = [d for d in args.domains if d not in DOMAINS]
   if bad:
-    ap.error(f'unknown domains {bad}; valid: {",".join(DOMAINS)}')
+    raise app.UsageError(f'--domains: unknown {bad}; valid: {",".join(DOMAINS)}')
   if not (args.grid or args.bench):
-    ap.error('nothing to do: pass --grid PATH and/or --bench')
+    raise app.UsageError('nothing to do: pass --grid PATH and/or --bench')
   if args.grid:
     from PIL import Image
-    Image.fromarray(render_grid(domains, args.per_class, args.size, args.seed)).save(args.grid)
+    Image.fromarray(render_grid(args.domains, args.per_class, args.size, args.seed)).save(
+        args.grid)
     print(f'wrote {args.grid}')
   if args.bench:
-    for dom, rate in benchmark(args.size, domains=domains).items():
+    for dom, rate in benchmark(args.size, domains=args.domains).items():
       print(f'{dom:9s} {rate:7.0f} images/s at {args.size} px (one core)')
   return 0
 
 
+def cli() -> None:
+  # Imported here: ferjax.cli defines --debug, which a program importing this module as a
+  # library may define itself.
+  from ferjax import cli as cli_lib
+  _define_flags()
+  cli_lib.run(main)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli()

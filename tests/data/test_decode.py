@@ -110,8 +110,7 @@ def test_prepared_folder_reads_16bit_and_oriented_images(tmp_path):
   Image.fromarray(wide).save(d / 'b16.tif')
   (d / 'c_rotated.jpg').write_bytes(_oriented_jpeg(6))
   out = str(tmp_path / 'tfds')
-  assert prepare.main(['--dataset', 'folder', '--manual_dir', str(tmp_path / 'raw'),
-                       '--data_dir', out, '--no_progress']) == 0
+  prepare.prepare('folder', str(tmp_path / 'raw'), out, progress=False)
   src = sources.PreparedSource('folder', 'train', out, image_size=32)
   items = {src[i]['key']: src[i]['image'] for i in range(len(src))}
   want = np.asarray(Image.fromarray(expected).convert('RGB').resize(

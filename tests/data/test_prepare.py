@@ -6,12 +6,13 @@ this module only, so these tests do not depend on any real dataset's reader.
 import io
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ferjax import labels
+from ferjax import errors, labels
 from ferjax.data import inspect as inspect_cli
 from ferjax.data import pipeline, prepare, readers, sources, tfds_builder
 from tests.data import fake_reader
@@ -25,8 +26,7 @@ def prepared(tmp_path_factory):
   with pytest.MonkeyPatch.context() as mp:
     mp.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
     expected = fake_reader.write_tree(raw)
-    assert prepare.main(['--dataset', 'fake', '--manual_dir', raw, '--data_dir', data_dir,
-                         '--no_progress']) == 0
+    prepare.prepare('fake', raw, data_dir, progress=False)
     yield data_dir, raw, expected
 
 
@@ -117,14 +117,15 @@ def test_specs_env_dir_slices_and_eval_set(prepared, monkeypatch):
   assert pipeline.steps_per_epoch(cfg) == len(expected['train']) // 2
 
 
-def test_crop_box_options_and_reuse(tmp_path, prepared, monkeypatch, capsys):
+def test_crop_box_options_and_reuse(tmp_path, prepared, monkeypatch):
   _, raw, expected = prepared
   monkeypatch.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
   out = str(tmp_path / 'crops')
-  args = ['--dataset', 'fake', '--manual_dir', raw, '--data_dir', out, '--no_progress',
-          '--splits', 'train', '--option', 'crop_box=True', '--option', 'limit=3']
-  assert prepare.main(args) == 0
-  assert 'train          3' in capsys.readouterr().out                 # per-split counts
+  options = prepare.parse_options(['crop_box=True', 'limit=3'])
+  assert options == {'crop_box': True, 'limit': 3}
+  counts = prepare.prepare('fake', raw, out, options, splits=['train'], progress=False)
+  assert counts == {'train': 3}
+  assert 'train          3' in prepare.format_counts('fake', out, counts)   # the command's table
   records = _records(out, 'train')
   for rec, (_, ex) in zip(records, expected['train']):
     x, y, w, h = ex['box']
@@ -134,52 +135,60 @@ def test_crop_box_options_and_reuse(tmp_path, prepared, monkeypatch, capsys):
     np.testing.assert_allclose(rec['box'][:2], [x - x0, y - y0])
     if 'landmarks' in ex:
       np.testing.assert_allclose(rec['landmarks'], ex['landmarks'] - [x0, y0], rtol=1e-6)
-  # Prepared already: kept as it is unless --overwrite.
-  assert prepare.main(args[:-1] + ['limit=1']) == 0
+  # Prepared already: kept as it is unless overwrite.
+  options['limit'] = 1
+  assert prepare.prepare('fake', raw, out, options, splits=['train'], progress=False) == {
+      'train': 3}
   assert len(_records(out, 'train')) == 3
-  assert prepare.main(args[:-1] + ['limit=1', '--overwrite']) == 0
+  assert prepare.prepare('fake', raw, out, options, splits=['train'], overwrite=True,
+                         progress=False) == {'train': 1}
   assert len(_records(out, 'train')) == 1
 
 
-def test_inspect_table_and_grid(prepared, monkeypatch, capsys, tmp_path):
+def test_inspect_table_and_grid(prepared, monkeypatch, tmp_path):
   data_dir, _, _ = prepared
   monkeypatch.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
   grid = tmp_path / 'grid.png'
-  assert inspect_cli.main(['--dataset', 'fake', '--data_dir', data_dir, '--grid', str(grid),
-                           '--size', '32', '--per_class', '2']) == 0
-  text = capsys.readouterr().out
+  text = inspect_cli.report('fake', data_dir, grid=str(grid), size=32, per_class=2)
   header = next(line for line in text.splitlines() if line.startswith('split'))
   assert header.split() == ['split', *labels.CANONICAL, 'unknown', 'total']
   train = next(line for line in text.splitlines() if line.startswith('train')).split()
   assert train[1:] == ['1', '2', '1', '0', '0', '0', '1', '0', '1', '6']
   image = Image.open(grid)
   assert image.width == 8 * (32 + 2) and image.height > 2 * 32
+  with pytest.raises(errors.DataError, match="no split 'val'; its splits: train, test"):
+    inspect_cli.report('fake', data_dir, grid=str(grid), split='val')
 
 
-def test_errors_say_what_to_do(prepared, monkeypatch, capsys, tmp_path):
+def test_errors_say_what_to_do(prepared, monkeypatch, tmp_path):
+  """Mistakes raise UserErrors (one `error:` line from a command) that are ValueErrors too."""
   data_dir, raw, _ = prepared
   monkeypatch.setitem(readers.READERS, 'fake', 'tests.data.fake_reader')
-  assert prepare.main(['--dataset', 'nope', '--manual_dir', raw]) == 2
-  err = capsys.readouterr().err
-  assert 'nope' in err and 'rafdb' in err and 'fake' in err
-  assert prepare.main(['--dataset', 'fake', '--manual_dir', str(tmp_path / 'missing'),
-                       '--data_dir', str(tmp_path)]) == 2
-  assert fake_reader.INFO.layout in capsys.readouterr().err
-  with pytest.raises(ValueError, match='known: synthetic, .*rafdb'):
+  with pytest.raises(errors.DataError) as e:
+    prepare.prepare('nope', raw)
+  assert 'nope' in str(e.value) and 'rafdb' in str(e.value) and 'fake' in str(e.value)
+  with pytest.raises(FileNotFoundError, match=re.escape(fake_reader.INFO.layout)):
+    prepare.prepare('fake', str(tmp_path / 'missing'), str(tmp_path))
+  with pytest.raises(errors.DataError, match="--option 'crop_box': expected key=value"):
+    prepare.parse_options(['crop_box'])
+  with pytest.raises(errors.DataError, match='known: synthetic, .*rafdb'):
     sources.make('nope:test', 0, 16, 0)
   with pytest.raises(FileNotFoundError, match='python -m ferjax.data.prepare --dataset fake '):
     sources.make(f'fake:train@{tmp_path}', 0, 16, 0)
-  with pytest.raises(ValueError, match="no split 'val'.*'train'"):
+  with pytest.raises(errors.DataError, match="no split 'val'.*'train'"):
     sources.make(f'fake:val@{data_dir}', 0, 16, 0)
-  with pytest.raises(ValueError, match='NAME:SPLIT@DATA_DIR'):
+  with pytest.raises(errors.DataError, match='NAME:SPLIT@DATA_DIR'):
     sources.make('fake:train@', 0, 16, 0)
+  with pytest.raises(errors.DataError, match='synthetic:DOMAIN:SPLIT'):
+    sources.make('synthetic:lab:tset', 0, 16, 0)
+  assert issubclass(errors.DataError, ValueError)
   # A reader error stops the run, names the example and leaves no half dataset behind.
   bad = tmp_path / 'bad'
   bad.mkdir()
   (bad / 'labels.txt').write_text('train file gone.png 1 8,8\n')
-  assert prepare.main(['--dataset', 'fake', '--manual_dir', str(bad), '--data_dir',
-                       str(tmp_path / 'out'), '--no_progress']) == 2
-  assert 'gone.png' in capsys.readouterr().err
+  with pytest.raises(readers.ReaderError, match='gone.png') as e:
+    prepare.prepare('fake', str(bad), str(tmp_path / 'out'), progress=False)
+  assert isinstance(e.value, errors.UserError) and isinstance(e.value, ValueError)
   assert not tfds_builder.prepared_versions('fake', str(tmp_path / 'out'))
 
 
@@ -222,9 +231,8 @@ def test_bad_images_are_skipped_counted_and_listed(tmp_path, capsys):
   os.makedirs(d / 'clips')
   (d / 'clips' / 'take1.mp4').write_bytes(b'\0' * 16)
   out = str(tmp_path / 'tfds')
-  args = ['--dataset', 'folder', '--manual_dir', str(tmp_path / 'raw'), '--data_dir', out,
-          '--splits', 'train', '--no_progress']
-  assert prepare.main(args) == 0
+  raw = str(tmp_path / 'raw')
+  assert prepare.prepare('folder', raw, out, splits=['train'], progress=False) == {'train': 4}
   err = capsys.readouterr().err
   assert 'skipped 2 unreadable image(s) (train: 2)' in err
   assert '2 file(s) without an image extension (train: 2)' in err
@@ -239,8 +247,9 @@ def test_bad_images_are_skipped_counted_and_listed(tmp_path, capsys):
   assert all(src[i]['image'].shape == (16, 16, 3) for i in range(4))
   # bad_images=error stops at the first one, naming it, and leaves no dataset behind.
   out2 = str(tmp_path / 'tfds2')
-  assert prepare.main(args[:5] + [out2, '--option', 'bad_images=error'] + args[6:]) == 2
-  assert 'cannot decode image' in capsys.readouterr().err
+  with pytest.raises(tfds_builder.BadImage, match='cannot decode image'):
+    prepare.prepare('folder', raw, out2, {'bad_images': 'error'}, splits=['train'],
+                    progress=False)
   assert not os.path.exists(os.path.join(out2, 'folder'))
 
 
@@ -256,7 +265,7 @@ def test_training_and_eval_run_on_a_prepared_dataset(prepared, monkeypatch, tmp_
   assert reports['fake:test@' + data_dir]['n'] == len(expected['test'])
 
 
-def test_failed_overwrite_keeps_the_prepared_dataset(tmp_path, capsys):
+def test_failed_overwrite_keeps_the_prepared_dataset(tmp_path):
   """--overwrite builds beside the old dataset and replaces it only when the build succeeds."""
   rng = np.random.default_rng(0)
   d = tmp_path / 'raw' / 'train' / 'happy'
@@ -265,9 +274,8 @@ def test_failed_overwrite_keeps_the_prepared_dataset(tmp_path, capsys):
     Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / f'{i}.png')
   (d / 'notes.txt').write_text('not an image')
   out = str(tmp_path / 'tfds')
-  args = ['--dataset', 'folder', '--manual_dir', str(tmp_path / 'raw'), '--data_dir', out,
-          '--splits', 'train', '--no_progress']
-  assert prepare.main(args) == 0
+  raw = str(tmp_path / 'raw')
+  assert prepare.prepare('folder', raw, out, splits=['train'], progress=False) == {'train': 3}
   listed = tmp_path / 'tfds' / 'folder' / 'skipped_images.txt'
   assert 'notes.txt' in listed.read_text()
 
@@ -281,8 +289,9 @@ def test_failed_overwrite_keeps_the_prepared_dataset(tmp_path, capsys):
 
   before = contents()
   (d / 'broken.png').write_bytes(b'not an image at all')
-  assert prepare.main(args + ['--overwrite', '--option', 'bad_images=error']) == 2
-  assert 'broken.png' in capsys.readouterr().err
+  with pytest.raises(tfds_builder.BadImage, match='broken.png'):
+    prepare.prepare('folder', raw, out, {'bad_images': 'error'}, splits=['train'],
+                    overwrite=True, progress=False)
   assert contents() == before                # the old dataset, its list, and nothing else
   src = sources.make(f'folder:train@{out}', 0, 16, 0)
   assert len(src) == 3 and src[2]['image'].shape == (16, 16, 3)
@@ -294,15 +303,15 @@ def test_failed_overwrite_keeps_the_prepared_dataset(tmp_path, capsys):
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(tfds_builder, 'to_record', interrupted)
     with pytest.raises(KeyboardInterrupt):
-      prepare.prepare('folder', str(tmp_path / 'raw'), out, splits=['train'], overwrite=True,
-                      progress=False)
+      prepare.prepare('folder', raw, out, splits=['train'], overwrite=True, progress=False)
   assert contents() == before
 
   # A rebuild that succeeds replaces the dataset, and the list of what the old build skipped.
   (d / 'broken.png').unlink()
   (d / 'notes.txt').unlink()
   (d / '3.png').write_bytes((d / '0.png').read_bytes())
-  assert prepare.main(args + ['--overwrite']) == 0
+  assert prepare.prepare('folder', raw, out, splits=['train'], overwrite=True,
+                         progress=False) == {'train': 4}
   assert len(sources.make(f'folder:train@{out}', 0, 16, 0)) == 4
   assert not listed.exists()
   assert sorted(os.listdir(out)) == ['folder']

@@ -1,7 +1,10 @@
 """Tests of the procedural FER benchmark (ferjax.data.synthetic)."""
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -273,6 +276,12 @@ def test_render_grid_and_cli(tmp_path):
   assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
   assert grid.shape[1] > 8 * 48 and grid.shape[0] > 2 * 48
   out = tmp_path / 'grid.png'
-  assert syn.main(['--grid', str(out), '--size', '48', '--domains', 'lab,occluded']) == 0
+  # The command in its own process: absl parses its flags once per process.
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  p = subprocess.run([sys.executable, '-m', 'ferjax.data.synthetic', '--grid', str(out),
+                      '--size', '48', '--domains', 'lab,occluded'], capture_output=True,
+                     text=True, cwd=repo, env=dict(os.environ, PYTHONPATH=repo), timeout=300)
+  assert p.returncode == 0, p.stderr
+  assert f'wrote {out}' in p.stdout
   from PIL import Image
   assert Image.open(out).size[0] > 8 * 48

@@ -1,4 +1,4 @@
-"""Readers of the FER datasets' native on-disk formats (notes/datasets.md), one module each.
+"""Readers of the FER datasets' native on-disk formats, one module each.
 
 A reader module defines:
 
@@ -28,6 +28,8 @@ import contextlib
 import dataclasses
 import importlib
 
+from ferjax.errors import DataError, UserError
+
 READERS = {
     'rafdb': 'ferjax.data.readers.rafdb',
     'fer2013': 'ferjax.data.readers.fer2013',
@@ -44,8 +46,11 @@ READERS = {
 }
 
 
-class ReaderError(ValueError):
-  """The files under manual_dir do not have the expected format; says which file and line."""
+class ReaderError(UserError, ValueError):
+  """The files under manual_dir do not have the expected format; says which file and line.
+
+  A UserError, so that a command prints it as one `error:` line; a ValueError too, for code
+  that catches those."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +67,7 @@ class DatasetInfo:
 def get(name: str):
   """The reader module of a dataset name."""
   if name not in READERS:
-    raise ValueError(f'unknown dataset {name!r}; known: {", ".join(sorted(READERS))}')
+    raise DataError(f'unknown dataset {name!r}; known: {", ".join(sorted(READERS))}')
   return importlib.import_module(READERS[name])
 
 
