@@ -66,6 +66,7 @@ import numpy as np
 from ferjax.data.synthetic_geometry import (ACTION_NAMES, DOMAINS, IDENTITY_FIELDS, NUM_ACTIONS,
                                             NUM_CLASSES, PROTOTYPES, FaceParams)
 from ferjax.data.synthetic_render import render
+from ferjax.labels import CANONICAL
 
 __all__ = ['CLASS_NAMES', 'DOMAINS', 'SPLITS', 'ACTION_NAMES', 'IDENTITY_FIELDS', 'PROTOTYPES',
            'VA_DIRECTIONS', 'FaceParams', 'SyntheticFaces', 'sample_params', 'render',
@@ -304,6 +305,7 @@ def make_example(seed: int, domain: str, split: str, index: int, image_size: int
 
 class SyntheticFaces:
   """grain random-access source (`__len__`, `__getitem__`) over one domain and split."""
+  class_names = CANONICAL   # the names of 'label', and of 'label_dist' and 'multilabel' columns
 
   def __init__(self, domain: str, split: str = 'train', num_examples: int = 10000,
                image_size: int = 112, seed: int = 0):

@@ -91,7 +91,10 @@ def test_source_items_follow_the_batch_schema(prepared):
       std = pipeline.standardize(item, 8)
       assert std['image'].shape == (24, 24, 3) and std['landmarks'].shape == (68, 2)
       assert std['label_dist'].shape == (8,) and std['va'].shape == (2,)
-    assert pipeline.standardize(src[1], 7)['label'] == 2      # sad is in affectnet7
+    # Mapped by name into another space: sad is 2 in affectnet7 and 4 in RAF-DB's order.
+    from ferjax.data import spaces
+    assert spaces.InSpace(src, 'affectnet7', 'unlabel')[1]['label'] == 2
+    assert spaces.InSpace(src, 'rafdb7', 'unlabel')[1]['label'] == 4
     # A grey array comes back with three equal channels.
     grey = src[3]['image']
     assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 0] == grey[..., 2]).all()
