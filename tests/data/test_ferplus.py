@@ -1,5 +1,6 @@
 """Tests of FERPlus label processing (ferjax.data.ferplus) against hand-worked and independent
-computations: the reference modes (notes/datasets.md C.2) and the protocol of paper 002."""
+computations: the reference modes of microsoft/FERPlus (majority, probability, crossentropy,
+multi_target) and the protocol of paper 002."""
 from __future__ import annotations
 
 import numpy as np

@@ -215,7 +215,7 @@ def test_class_weights_hand_examples():
   # effective number, beta = 0.9: n = (1, 2) -> (1 - .9) / (1 - .9**n) = (1, 0.1 / 0.19)
   w = sp.class_weights(np.array([0, 1, 1]), 2, 'effective', normalize='none', beta=0.9)
   np.testing.assert_allclose(w, [1.0, 0.1 / 0.19])
-  # Jeong et al.'s LSD weights 1 - n_c / sum(n) (notes/reference-implementations.md section 5)
+  # Jeong et al.'s LSD weights 1 - n_c / sum(n), as in their released training code
   n = np.array([18286, 15150, 10923, 73285, 144631, 14976])
   y = np.repeat(np.arange(6), n)
   w = sp.class_weights(y, 6, 'complement', normalize='none')

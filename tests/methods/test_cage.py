@@ -346,7 +346,7 @@ def emotic_dir(tmp_path_factory):
   """A raw EMOTIC CSV tree (12 body crops per split) prepared as a TFDS dataset."""
   from ferjax.data import prepare
   from ferjax.data.readers import emotic
-  from tests.data.readers import fixtures_b
+  from tests.data.readers import emotic_affwild2_trees
   rng = np.random.default_rng(0)
   tmp = tmp_path_factory.mktemp('emotic')
 
@@ -355,7 +355,7 @@ def emotic_dir(tmp_path_factory):
              [str(c) for c in rng.choice(emotic.CATEGORIES, 1 + i % 3, replace=False)],
              tuple(float(v) for v in rng.uniform(1, 10, 3).round(1))) for i in range(n)]
 
-  fixtures_b.emotic_tree(tmp / 'raw', {s: rows(12) for s in ('train', 'val', 'test')})
+  emotic_affwild2_trees.emotic_tree(tmp / 'raw', {s: rows(12) for s in ('train', 'val', 'test')})
   data_dir = str(tmp / 'tfds')
   prepare.prepare('emotic', str(tmp / 'raw'), data_dir, progress=False)
   return data_dir

@@ -1,6 +1,6 @@
 """AffectNet: the official manually-annotated CSVs, the 224x224 npy release, or CAGE's CSVs.
 
-Layouts (notes/datasets.md C.3), detected per split in this order unless layout= is given:
+Layouts, detected per split in this order unless layout= is given:
 
 'official': `Manually_Annotated_file_lists/{training,validation}.csv`, columns
   subDirectory_filePath, face_x, face_y, face_width, face_height, facial_landmarks,

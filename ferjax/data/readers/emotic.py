@@ -1,6 +1,6 @@
 """EMOTIC: people in context, 26 emotion categories (multi-label) and valence/arousal/dominance.
 
-Layout under manual_dir (notes/datasets.md C.6; CAGE's `mat2py.py` is the reference converter):
+Layout under manual_dir (CAGE's `mat2py.py` is the reference converter):
 
   emotic_pre/{train,val,test}.csv     what `mat2py.py --data_dir manual_dir` writes (preferred)
   emotic/<Folder>/<Filename>          images; Folder is e.g. 'mscoco/images', 'framesdb/images'

@@ -5,7 +5,7 @@ to `examples`, and use `info(dataset)` (or INFOS) for the matching DatasetInfo. 
 train / val / test to Usage Training / PublicTest / PrivateTest and to the FERPlus folders
 FER2013Train / FER2013Valid / FER2013Test.
 
-fer2013 (notes/datasets.md C.2): `fer2013.csv`, columns `emotion,pixels,Usage` (read by header
+fer2013: `fer2013.csv`, columns `emotion,pixels,Usage` (read by header
 name, so Kaggle's `icml_face_data.csv` with its ' pixels' spelling also works when renamed).
 Images are uint8 [48, 48] arrays; native order angry, disgust, fear, happy, sad, surprise,
 neutral, mapped to affectnet7. Keys are the 0-based data-row index, 5 digits ('00017').

@@ -1,6 +1,6 @@
 """FERG-DB: 55,767 rendered cartoon faces (256x256 PNG), 6 characters x 7 expressions.
 
-Layout (notes/datasets.md C.9): `FERG_DB_256/<char>/.../<char>_<expr>_<n>.png`, released as
+Layout: `FERG_DB_256/<char>/.../<char>_<expr>_<n>.png`, released as
 `<char>/<char>_<expr>/<char>_<expr>_<n>.png`. Character and expression are parsed from the FILE
 NAME, not the folders, so any nesting below manual_dir (or manual_dir/FERG_DB_256 when present)
 works. Non-image files (README.txt, image_lst.csv) are ignored; an image whose name does not

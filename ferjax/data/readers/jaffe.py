@@ -2,7 +2,7 @@
 
 Layout: the image files anywhere below manual_dir (the archive unpacks to `jaffe/` or
 `jaffedbase/`), named `<subject>.<code><n>.<id>.tiff`, e.g. `KA.AN1.39.tiff`: subject KA, code
-AN (anger), 1st anger image of KA, running id 39 (notes/datasets.md C.8). The expression is
+AN (anger), 1st anger image of KA, running id 39. The expression is
 tokens[1][:2] of the dot-separated name. Non-image files (README) are ignored; an image whose
 name does not parse, or whose code is unknown, is a ReaderError. Any of .tiff/.tif/.png/.jpg is
 accepted, for copies that were converted.

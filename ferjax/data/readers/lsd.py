@@ -1,6 +1,6 @@
 """ABAW4 Learning from Synthetic Data (LSD): six basic expressions, synthetic train, real val.
 
-Layout under manual_dir (notes/datasets.md C.7), one folder per split:
+Layout under manual_dir, one folder per split:
 
   training_set_synthetic_images/<CLASS>/*.jpg   train (277,251 images, upper-case folders)
   validation_set_real_images/<class>/*.jpg      val (4,670 real Aff-Wild2 crops)
@@ -8,7 +8,7 @@ Layout under manual_dir (notes/datasets.md C.7), one folder per split:
 
 Class folders are matched case-insensitively against ANGER, DISGUST, FEAR, HAPPINESS, SADNESS,
 SURPRISE; 'ANGRER' is also read as anger, because the HSEmotion scripts spell the folder that way
-(possibly a typo in one copy of the data, notes/datasets.md C.7). Any other folder name in a
+(possibly a typo in one copy of the data). Any other folder name in a
 labelled split is a ReaderError rather than a silently dropped class. Images may sit anywhere
 below their class folder. Other split folders can be given as dirs={split: path}.
 

@@ -1,6 +1,6 @@
 """MMA Facial Expression (Kaggle `mahmoudima/mma-facial-expression`): class folders per split.
 
-Layout (notes/datasets.md C.5):
+Layout:
 
   <manual_dir>/MMAFEDB/{train,valid,test}/{angry,disgust,fear,happy,neutral,sad,surprise}/*.jpg
 

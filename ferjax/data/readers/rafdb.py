@@ -1,6 +1,6 @@
 """RAF-DB (basic): the official label list, or one of the class-folder copies in circulation.
 
-Layouts, detected in this order (notes/datasets.md C.1):
+Layouts, detected in this order:
 
 1. Official. manual_dir is the folder holding `basic/`, or `basic/` itself:
 

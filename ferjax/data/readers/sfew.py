@@ -1,6 +1,6 @@
 """SFEW 2.0 (Static Facial Expressions in the Wild): `Train/` and `Val/` class folders.
 
-Layout (notes/datasets.md C.4):
+Layout:
 
   <manual_dir>/Train/{Angry,Disgust,Fear,Happy,Neutral,Sad,Surprise}/*.png
   <manual_dir>/Val/{...same seven...}/*.png

@@ -1,7 +1,9 @@
-"""Tiny on-disk fixture trees in the native layouts of EMOTIC, LSD, Aff-Wild2, JAFFE and FERG.
+"""Tiny on-disk fixture trees in the native layouts of EMOTIC (CSV and Annotations.mat) and
+Aff-Wild2, and the seeded image / text writers that the LSD, JAFFE and FERG tests build their
+trees with.
 
-The real datasets cannot be downloaded here (notes/datasets.md C.11), so each builder writes a
-few random uint8 images with Pillow and hand-written label files into the exact native layout.
+The tests have no copy of the real datasets, so each builder writes a few random uint8 images
+with Pillow and hand-written label files into the exact native layout.
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""Tiny on-disk copies of the native dataset layouts read by test_readers_a.py.
+"""Tiny on-disk copies of the native layouts of RAF-DB, FER2013, FERPlus, AffectNet and of
+class-folder datasets (SFEW, MMA, generic folders), for the reader tests.
 
 Every builder writes real files (random uint8 images through Pillow, CSV / txt / npy label
-files) in the exact layout of notes/datasets.md, small enough that a test builds its own tree.
+files) in the exact layout that the matching reader's docstring describes, small enough that a
+test builds its own tree.
 """
 from __future__ import annotations
 
