@@ -118,10 +118,9 @@ def summary_row(name: str, report: dict) -> dict:
   return row
 
 
-def _open(spec: str, predictor) -> pipeline.EvalSet:
+def _open(spec: str, predictor, seed: int | None = None) -> pipeline.EvalSet:
   cfg = predictor.cfg
-  eval_set = pipeline.EvalSet(spec, cfg, cfg.seed, predictor.method)
-  return eval_set
+  return pipeline.EvalSet(spec, cfg, cfg.seed if seed is None else seed, predictor.method)
 
 
 def _data_notes(eval_set) -> dict:
@@ -181,7 +180,8 @@ def combine(member_preds: list[dict], vote: str) -> dict:
 def evaluate_ensemble(predictors, specs, vote: str = 'probs', out_dir: str | None = None,
                       progress: bool = True, meta: dict | None = None) -> dict:
   """The soft-voted ensemble of runs that share a class space, scored like one model. Each
-  member reads the set with its own preprocessing; rows are matched by their dataset index."""
+  member reads the set with its own preprocessing (the synthetic sets, which depend on the seed,
+  with the first member's seed); the members must read the same examples with the same labels."""
   names = predictors[0].class_names
   for p in predictors[1:]:
     if p.class_names != names:
@@ -192,11 +192,12 @@ def evaluate_ensemble(predictors, specs, vote: str = 'probs', out_dir: str | Non
   for spec in specs:
     preds, data = [], None
     for p in predictors:
-      eval_set = _open(spec, p)
+      eval_set = _open(spec, p, predictors[0].cfg.seed)
       pred, d, _ = predict_set(p, eval_set, progress)
-      if data is not None and not np.array_equal(d['index'], data['index']):
-        raise ValueError(f'{spec}: ensemble members read different examples (different class '
-                         f'spaces or outside_space settings?): {p.origin}')
+      if data is not None and not (np.array_equal(d['index'], data['index'])
+                                   and np.array_equal(d['label'], data['label'])):
+        raise ValueError(f'{spec}: ensemble members read different examples (another '
+                         f'eval_examples or outside_space setting?): {p.origin}')
       preds.append(pred)
       data = d if data is None else data
       notes = _data_notes(eval_set)

@@ -1,10 +1,13 @@
 """The trainer behind `python -m ferjax.train`: one training loop for every method.
 
-One trainer for every method. Resume order: a checkpoint in the workdir, then
-`config.train.resume`, then `config.train.init_from` (parameters only; those named by
-`config.train.init_exclude`, e.g. a replaced head, keep their fresh init), then from scratch.
-SIGTERM saves a checkpoint and exits cleanly; a non-finite loss stops the run with the last
-good checkpoint intact.
+Start order: the newest readable checkpoint in the workdir (its config must match the new one
+but for the keys of `config.RESUMABLE`), then `config.train.resume`, then
+`config.train.init_from` (parameters only; those named by `config.train.init_exclude`, e.g. a
+replaced head, keep their fresh init), then `model.backbone_weights`, then from scratch. A fresh
+run writes config.json once; a finished run says so. SIGTERM saves a checkpoint and exits
+cleanly; a non-finite loss, gradient or update stops the run with the last good checkpoint
+intact. With `config.train.best_metric`, the best evaluation's parameters are kept in
+WORKDIR/best.
 """
 from __future__ import annotations
 

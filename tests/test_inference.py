@@ -50,7 +50,7 @@ def test_ensemble_is_the_mean_of_member_probabilities(runs):
   members = [inference.load(str(w)) for w in runs]
   preds = []
   for p in members:
-    pred, data, _ = evaluate.predict_set(p, evaluate._open(LAB, p))
+    pred, data, _ = evaluate.predict_set(p, evaluate._open(LAB, p, seed=0))
     preds.append(pred)
   y = data['label']
   mean = (preds[0]['probs'] + preds[1]['probs']) / 2

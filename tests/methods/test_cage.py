@@ -113,9 +113,9 @@ def test_table4_weights_are_normalised_inverse_frequencies():
   np.testing.assert_allclose(w7, cage.TABLE4_AFFECTNET7, atol=1e-6)   # exact to 6 decimals
   w8 = samplers.class_weights(labels, 8, 'inverse', 'classes_sum')
   np.testing.assert_allclose(w8, cage.TABLE4_AFFECTNET8, rtol=0.015)  # within 1.5%
-  with pytest.raises(ValueError, match='8 or 7'):
+  with pytest.raises(ValueError, match="affectnet8 and affectnet7 class spaces, not 'rafdb7'"):
     cage.class_weights(load(SYNTH, 'smoke', **{'cage.class_weights': 'table4',
-                                               'model.num_classes': 6}))
+                                               'data.class_space': 'rafdb7'}))
 
 
 def test_emotic_loss_is_pos_weighted_bce_plus_5_mse():
