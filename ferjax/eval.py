@@ -4,7 +4,8 @@ Restores a run's latest checkpoint (or `--step N`, or `--step best`) through `fe
 (no optimiser, no training set: a run evaluates where only its workdir is), scores it on its
 eval sets or `--datasets`, prints the table and writes results.json, results.md and the
 pictures. Outputs go to WORKDIR/eval/step_N for the run's own eval sets, else to
-WORKDIR/eval/step_N-<datasets>; an existing evaluation is never replaced without --overwrite.
+WORKDIR/eval/step_N-<datasets>; another evaluation there is never replaced without --overwrite
+(the same one is redone).
 
 Several --workdir flags evaluate the soft-voted ensemble of those runs (they must share a class
 space): the mean of their probabilities, or with --vote logits the softmax of their summed
@@ -12,6 +13,7 @@ logits. Each member reads the data with its own preprocessing. An ensemble needs
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -54,14 +56,27 @@ def default_out(workdir: str, step: int, specs: list[str], run_specs: list[str])
   return f'{base}-{tag[:120]}'
 
 
-def claim_out(out: str, overwrite: bool) -> None:
-  """Refuses a directory holding another evaluation unless --overwrite, which clears it."""
-  if os.path.exists(os.path.join(out, 'results.json')) or (
-      os.path.isdir(out) and os.listdir(out)):
-    if not overwrite:
-      raise UserError(f'{out} already holds an evaluation; pass --overwrite to replace it, or '
-                      'choose another --out')
-    shutil.rmtree(out)
+_SAME = ('datasets', 'workdirs', 'steps', 'eval_examples')
+
+
+def claim_out(out: str, overwrite: bool, meta: dict) -> None:
+  """Refuses a directory holding another evaluation unless --overwrite; the same evaluation
+  (same sets, runs, steps and sizes) is simply redone. Either way the directory is cleared, so
+  no picture of an earlier evaluation stays beside the new table."""
+  if not (os.path.isdir(out) and os.listdir(out)):
+    return
+  saved = {}
+  try:
+    with open(os.path.join(out, 'results.json')) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    pass
+  same = all(saved.get(k) == meta.get(k) for k in _SAME)
+  if not (same or overwrite):
+    what = ', '.join(saved.get('datasets', [])) or 'other files'
+    raise UserError(f'{out} already holds another evaluation ({what}); pass --overwrite to '
+                    'replace it, or choose another --out')
+  shutil.rmtree(out)
 
 
 def main(argv):
@@ -79,20 +94,21 @@ def main(argv):
   if not specs:
     raise UserError('the run names no eval sets (config.data.eval_sets is empty): pass '
                     '--datasets, e.g. --datasets=synthetic:lab:test')
-  meta = {'workdirs': list(workdirs), 'steps': [p.step for p in predictors]}
+  meta = {'datasets': specs, 'workdirs': [os.path.abspath(w) for w in workdirs],
+          'steps': [p.step for p in predictors], 'eval_examples': first.cfg.data.eval_examples}
   if len(predictors) > 1:
     if not FLAGS.out:
       raise UserError('an ensemble evaluation needs --out DIR')
     out = FLAGS.out
     if jax.process_index() == 0:
-      claim_out(out, FLAGS.overwrite)
+      claim_out(out, FLAGS.overwrite, meta)
     evaluate.evaluate_ensemble(predictors, specs, FLAGS.vote, out, meta=meta | {
         'vote': FLAGS.vote})
     title = f'ensemble of {len(predictors)} runs ({FLAGS.vote} vote)'
   else:
     out = FLAGS.out or default_out(workdirs[0], first.step, specs, run_specs)
     if jax.process_index() == 0:
-      claim_out(out, FLAGS.overwrite)
+      claim_out(out, FLAGS.overwrite, meta)
     evaluate.evaluate(first, specs, out, meta=meta)
     title = f'{workdirs[0]} @ step {first.step}'
   if jax.process_index() == 0:

@@ -218,7 +218,7 @@ def write_outputs(reports: dict, out_dir: str, class_names, meta: dict | None = 
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]
             if k not in ('dataset', 'n') and all(k in r for r in rows)}
     rows.append(dict(mean, dataset='mean', n=sum(r['n'] for r in rows)))
-  payload = {'class_names': list(class_names), 'datasets': list(reports), **(meta or {}),
+  payload = {'class_names': list(class_names), **(meta or {}), 'datasets': list(reports),
              'summary': rows, 'reports': reports}
   _write_atomic(os.path.join(out_dir, 'results.json'), json.dumps(payload, indent=1))
   columns = list(dict.fromkeys(k for r in rows for k in r))

@@ -210,9 +210,12 @@ def train(cfg, workdir: str) -> dict:
   run = Run(cfg)
   readable = mngr.readable_steps(data=True) if resuming else []
   if readable and readable[-1] >= run.total_steps:
-    runtime.say(f'{workdir}: this run is finished (step {readable[-1]} of '
-                f'{run.total_steps}). Evaluate it with: python -m ferjax.eval --workdir {workdir}'
-                ' (more epochs: --config.train.epochs=N)')
+    done = os.path.join(workdir, 'eval', f'step_{readable[-1]}')
+    how = (f'its evaluation is in {done}; evaluate other sets with: python -m ferjax.eval '
+           f'--workdir {workdir} --datasets SPEC' if os.path.isdir(done) else
+           f'evaluate it with: python -m ferjax.eval --workdir {workdir}')
+    runtime.say(f'{workdir}: this run is finished (step {readable[-1]} of {run.total_steps}); '
+                f'{how}')
     mngr.close()
     return {}
   if not resuming and runtime.is_primary():
@@ -272,7 +275,9 @@ def train(cfg, workdir: str) -> dict:
       if specs and (step % eval_every == 0 or step == run.total_steps):
         out = os.path.join(workdir, 'eval', f'step_{step}') if step == run.total_steps else None
         reports = eval_lib.evaluate(run.predictor(state), specs, out_dir=out, progress=False,
-                                    meta={'workdirs': [workdir], 'step': step})
+                                    meta={'workdirs': [os.path.abspath(workdir)],
+                                          'steps': [step],
+                                          'eval_examples': cfg.data.eval_examples})
         for spec, r in reports.items():
           log.write(step, 'eval/' + spec, eval_lib.summary_row(spec, r) | {'dataset': spec})
         best.update(step, reports, state, cfg)

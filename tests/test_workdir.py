@@ -59,7 +59,7 @@ def test_finished_run_says_so_with_the_eval_command(four_steps, capfd):
   assert trainer.train(smoke(**COMMON, **{'train.max_steps': 4}), str(four_steps)) == {}
   err = capfd.readouterr().err
   assert 'this run is finished (step 4 of 4)' in err
-  assert f'python -m ferjax.eval --workdir {four_steps}' in err
+  assert f'evaluate it with: python -m ferjax.eval --workdir {four_steps}' in err
 
 
 def test_damaged_latest_checkpoint_resumes_bit_identically_from_the_previous(tmp_path, capfd):
@@ -99,15 +99,19 @@ def test_eval_of_other_datasets_never_overwrites_another_evaluation(four_steps):
   assert other.returncode == 0, other.stderr
   assert (four_steps / 'eval' / 'step_4-wild_test' / 'results.json').exists()
   assert (lab / 'confusion_lab_test.png').exists()            # the first one is untouched
-  again = _eval(f'--workdir={four_steps}', '--datasets=synthetic:lab:test',
-                '--eval_examples=16')
-  assert again.returncode == 2 and again.stderr.strip().splitlines()[-1].startswith('error:')
-  assert '--overwrite' in again.stderr and 'Traceback' not in again.stderr
   (lab / 'stale.png').write_bytes(b'x')
-  forced = _eval(f'--workdir={four_steps}', '--datasets=synthetic:lab:test',
-                 '--eval_examples=16', '--overwrite')
-  assert forced.returncode == 0, forced.stderr
+  same = _eval(f'--workdir={four_steps}', '--datasets=synthetic:lab:test',
+               '--eval_examples=16')                        # the same evaluation is redone
+  assert same.returncode == 0, same.stderr
   assert not (lab / 'stale.png').exists() and (lab / 'results.json').exists()
+  bigger = _eval(f'--workdir={four_steps}', '--datasets=synthetic:lab:test',
+                 '--eval_examples=24')                      # another one is refused
+  assert bigger.returncode == 2 and bigger.stderr.strip().splitlines()[-1].startswith('error:')
+  assert '--overwrite' in bigger.stderr and 'Traceback' not in bigger.stderr
+  forced = _eval(f'--workdir={four_steps}', '--datasets=synthetic:lab:test',
+                 '--eval_examples=24', '--overwrite')
+  assert forced.returncode == 0, forced.stderr
+  assert json.loads((lab / 'results.json').read_text())['eval_examples'] == 24
 
 
 @pytest.mark.parametrize('name', ['baseline_synthetic', 'cafe_synthetic', 'cage_synthetic',
