@@ -38,6 +38,4 @@ def name(collection, path, shape):
   return f'features.{_TRUNK_INDEX[stage]}.{rest}', tf
 
 
-it.register('cafe', it.ArchMap(build=build, input_shape=(1, 32, 32, 3), name=name,
-                               extra_torch=it.bn_tracked,
-                               reference='CAFE official Model (ResNet-18 as features.N + fc)'))
+KEYS = it.KeyMap(name, it.bn_tracked)

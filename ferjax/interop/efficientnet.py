@@ -6,13 +6,6 @@ transposed like any convolution. Stochastic depth has no parameters on either si
 """
 from __future__ import annotations
 
-from ferjax.interop import torch as it
-from ferjax.interop.mobilenet import dotted_name
-from ferjax.models import efficientnet
+from ferjax.interop import mobilenet
 
-for _arch, _build in (('efficientnet_b0', efficientnet.efficientnet_b0),
-                      ('efficientnet_b2', efficientnet.efficientnet_b2),
-                      ('efficientnet_v2_s', efficientnet.efficientnet_v2_s)):
-  it.register(_arch, it.ArchMap(build=_build, input_shape=(1, 32, 32, 3), name=dotted_name,
-                                extra_torch=it.bn_tracked,
-                                reference=f'torchvision.models.{_arch}'))
+KEYS = mobilenet.KEYS

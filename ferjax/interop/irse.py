@@ -19,7 +19,6 @@ import re
 from typing import Mapping, Sequence, TypeVar
 
 from ferjax.interop import torch as it
-from ferjax.models import irse
 
 _INDEX = re.compile(r'^(.*)_(\d+)$')
 _STAGE_SIZES = (3, 4, 14, 3)
@@ -69,6 +68,4 @@ def to_poster_keys(sd: Mapping[str, V], stage_sizes=_STAGE_SIZES) -> dict[str, V
   return out
 
 
-it.register('ir50', it.ArchMap(
-    build=irse.ir50, input_shape=(1, 112, 112, 3), name=_name, extra_torch=it.bn_tracked,
-    reference="face.evoLVe backbone.model_irse.Backbone([112, 112], 50, 'ir')"))
+KEYS = it.KeyMap(_name, it.bn_tracked)

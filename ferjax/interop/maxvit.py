@@ -58,6 +58,4 @@ def _extra_torch(keys):
   return out
 
 
-it.register('maxvit_t', it.ArchMap(build=maxvit.maxvit_t, input_shape=(1, 224, 224, 3),
-                                   name=_name, extra_torch=_extra_torch,
-                                   reference='torchvision.models.maxvit_t'))
+KEYS = it.KeyMap(_name, _extra_torch)

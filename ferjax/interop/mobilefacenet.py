@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 from ferjax.interop import torch as it
-from ferjax.models import mobilefacenet
 
 _INDEX = re.compile(r'^model_(\d+)$')
 
@@ -23,7 +22,4 @@ def _name(collection, path, shape):
   return '.'.join(out + [tname]), tf
 
 
-it.register('mobilefacenet', it.ArchMap(
-    build=mobilefacenet.mobilefacenet, input_shape=(1, 112, 112, 3), name=_name,
-    extra_torch=it.bn_tracked,
-    reference='POSTER++ models/mobilefacenet.MobileFaceNet([112, 112], 136) (GDC head)'))
+KEYS = it.KeyMap(_name, it.bn_tracked)

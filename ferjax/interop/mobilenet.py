@@ -8,7 +8,6 @@ ferjax.interop.vgg and ferjax.interop.efficientnet use the same rule.
 from __future__ import annotations
 
 from ferjax.interop import torch as it
-from ferjax.models import mobilenet
 
 
 def dotted_name(collection, path, shape):
@@ -22,6 +21,4 @@ def dotted_name(collection, path, shape):
   return '.'.join(mods + [tname]), tf
 
 
-it.register('mobilenet_v2', it.ArchMap(
-    build=mobilenet.mobilenet_v2, input_shape=(1, 32, 32, 3), name=dotted_name,
-    extra_torch=it.bn_tracked, reference='torchvision.models.mobilenet_v2'))
+KEYS = it.KeyMap(dotted_name, it.bn_tracked)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 from ferjax.interop import torch as it
-from ferjax.models import mobilevit
 
 # Flax names whose torch counterpart is a nested module rather than a Sequential index.
 _RENAME = {'mlp_fc1': 'mlp.fc1', 'mlp_fc2': 'mlp.fc2', 'head_fc': 'head.fc'}
@@ -29,7 +28,4 @@ def _name(collection, path, shape):
   return '.'.join([_segment(m) for m in mods] + [tname]), tf
 
 
-it.register('mobilevitv2_100', it.ArchMap(build=mobilevit.mobilevitv2_100,
-                                          input_shape=(1, 64, 64, 3), name=_name,
-                                          extra_torch=it.bn_tracked,
-                                          reference='timm mobilevitv2_100'))
+KEYS = it.KeyMap(_name, it.bn_tracked)

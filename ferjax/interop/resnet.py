@@ -11,7 +11,6 @@ index separator (`layer1_0` -> `layer1.0`) and the downsample pair (`downsample_
 from __future__ import annotations
 
 from ferjax.interop import torch as it
-from ferjax.models import resnet
 
 
 def _name(collection, path, shape):
@@ -30,11 +29,4 @@ def _name(collection, path, shape):
   return '.'.join(out + [tname]), tf
 
 
-for _arch, _build, _ref in (
-    ('resnet18', resnet.resnet18, 'torchvision.models.resnet18'),
-    ('resnet34', resnet.resnet34, 'torchvision.models.resnet34'),
-    ('resnet50', resnet.resnet50, 'torchvision.models.resnet50'),
-    ('resnet50_vggface2', resnet.resnet50_vggface2,
-     'VGGFace2 caffe ResNet-50 (stride in 1x1, ceil-mode max-pool), torchvision key names')):
-  it.register(_arch, it.ArchMap(build=_build, input_shape=(1, 32, 32, 3), name=_name,
-                                extra_torch=it.bn_tracked, reference=_ref))
+KEYS = it.KeyMap(_name, it.bn_tracked)

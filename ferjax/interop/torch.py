@@ -1,22 +1,21 @@
 """ferjax variables <-> PyTorch state_dicts, per architecture, strict in both directions.
 
-Every architecture registers an `ArchMap` (in the interop module of its family): how to build
-its Flax module, an example input, and how a Flax parameter path is named in the reference
-state_dict. The conversion itself is generic: the Flax tree is taken from `jax.eval_shape` of
-the module's init, each leaf is looked up under its torch name, transformed (convolution
-kernels OIHW <-> HWIO, linear weights transposed) and shape-checked. Keys left over on either
-side are an error that names them: a partial load is never silent.
+Every architecture is an entry of `ferjax.models.registry.ARCHS`: how to build its Flax module,
+an example input, and its `KeyMap` (in the interop module of its family), which names a Flax
+parameter path in the reference state_dict. The conversion itself is generic: the Flax tree is
+taken from `jax.eval_shape` of the module's init, each leaf is looked up under its torch name,
+transformed (convolution kernels OIHW <-> HWIO, linear weights transposed) and shape-checked.
+Keys left over on either side are an error that names them: a partial load is never silent.
 
   from_torch(arch, state_dict, ignore=(), **overrides) -> variables
   to_torch(arch, variables, **overrides) -> state_dict (torch tensors)
-Each also takes `input_shape=` to trace the module at another NHWC size than the ArchMap's (a
+Each also takes `input_shape=` to trace the module at another NHWC size than the table's (a
 reduced MaxViT whose partition size does not tile 224 x 224, for instance).
   load_state_dict(path) -> {name: np.ndarray}  (safetensors or torch.load(weights_only=True))
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -24,30 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Architecture name -> the module that registers it (imported on first use).
-_FAMILIES = {
-    'resnet18': 'ferjax.interop.resnet',
-    'resnet34': 'ferjax.interop.resnet',
-    'resnet50': 'ferjax.interop.resnet',
-    'resnet50_vggface2': 'ferjax.interop.resnet',
-    'ir50': 'ferjax.interop.irse',
-    'mobilefacenet': 'ferjax.interop.mobilefacenet',
-    'vgg13': 'ferjax.interop.vgg',
-    'vgg16': 'ferjax.interop.vgg',
-    'vgg19': 'ferjax.interop.vgg',
-    'vgg13_bn': 'ferjax.interop.vgg',
-    'vgg16_bn': 'ferjax.interop.vgg',
-    'vgg19_bn': 'ferjax.interop.vgg',
-    'mobilenet_v2': 'ferjax.interop.mobilenet',
-    'efficientnet_b0': 'ferjax.interop.efficientnet',
-    'efficientnet_b2': 'ferjax.interop.efficientnet',
-    'efficientnet_v2_s': 'ferjax.interop.efficientnet',
-    'maxvit_t': 'ferjax.interop.maxvit',
-    'mobilevitv2_100': 'ferjax.interop.mobilevit',
-    'clip_vit_b32': 'ferjax.interop.clip',
-    'cafe': 'ferjax.interop.cafe',
-}
-_REGISTRY: dict[str, 'ArchMap'] = {}
+from ferjax.models import registry
 
 
 class ConversionError(ValueError):
@@ -84,41 +60,47 @@ def default_leaf(leaf: str, ndim: int) -> tuple[str, Transform]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ArchMap:
-  """How one architecture's Flax tree corresponds to its reference state_dict.
+class KeyMap:
+  """How a family's Flax variable paths correspond to its reference state_dict keys.
 
-  build: (**overrides) -> Flax module.
-  input_shape: NHWC example input for the abstract init (its size must not change the tree).
-  name: (collection, Flax path tuple, leaf shape) -> (torch key, Transform), or None for a Flax
-    leaf with no torch counterpart (an error unless listed in `flax_only`).
+  name: (collection, Flax path tuple, leaf shape) -> (torch key, Transform).
   extra_torch: torch keys the reference has but Flax does not keep, with a function giving their
     value on export (e.g. BatchNorm `num_batches_tracked`); ignored on import.
-  init_kwargs: keyword arguments of the module call used for init (e.g. train=False).
-  reference: a short description of the reference model (for messages and docs).
   """
+  name: Callable[[str, tuple, tuple], tuple[str, Transform]]
+  extra_torch: Callable[[Mapping[str, Any]], dict[str, Callable[[], np.ndarray]]] = (
+      lambda keys: {})
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchMap:
+  """One architecture's table entry with its builder and key map imported (see
+  ferjax.models.registry.Arch for the fields)."""
   build: Callable[..., Any]
   input_shape: Sequence[int]
   name: Callable[[str, tuple, tuple], tuple[str, Transform]]
-  extra_torch: Callable[[Mapping[str, tuple]], dict[str, Callable[[], np.ndarray]]] = (
-      lambda keys: {})
-  init_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  reference: str = ''
+  extra_torch: Callable[[Mapping[str, Any]], dict[str, Callable[[], np.ndarray]]]
+  init_kwargs: Mapping[str, Any]
+  reference: str
 
 
-def register(arch: str, m: ArchMap) -> None:
-  _REGISTRY[arch] = m
+_RESOLVED: dict[str, ArchMap] = {}
 
 
 def archs() -> list[str]:
-  return sorted(_FAMILIES)
+  return sorted(registry.ARCHS)
 
 
 def get(arch: str) -> ArchMap:
-  if arch not in _FAMILIES:
+  if arch not in registry.ARCHS:
     raise ConversionError(f'unknown architecture {arch!r}; known: {", ".join(archs())}')
-  if arch not in _REGISTRY:
-    importlib.import_module(_FAMILIES[arch])
-  return _REGISTRY[arch]
+  if arch not in _RESOLVED:
+    e = registry.ARCHS[arch]
+    keys = registry.resolve(e.keys)
+    _RESOLVED[arch] = ArchMap(build=registry.resolve(e.build), input_shape=e.input_shape,
+                              name=keys.name, extra_torch=keys.extra_torch,
+                              init_kwargs=dict(e.init_kwargs), reference=e.reference)
+  return _RESOLVED[arch]
 
 
 _ABSTRACT_CACHE: dict = {}
@@ -127,7 +109,7 @@ _ABSTRACT_CACHE: dict = {}
 def abstract_variables(arch: str, input_shape=None, **overrides) -> dict:
   """The Flax variable tree (ShapeDtypeStructs) of `arch` built with `overrides` (cached: tracing
   a deep model costs seconds, and a conversion needs it in both directions). `input_shape`
-  replaces the ArchMap's example input (NHWC) for modules that cannot trace at that size."""
+  replaces the table's example input (NHWC) for modules that cannot trace at that size."""
   try:
     key = (arch, input_shape and tuple(input_shape), tuple(sorted(overrides.items())))
     hash(key)

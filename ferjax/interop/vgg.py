@@ -13,13 +13,6 @@ The first classifier layer needs no reordering: the Flax model flattens its 7x7 
 """
 from __future__ import annotations
 
-from ferjax.interop import torch as it
-from ferjax.interop.mobilenet import dotted_name
-from ferjax.models import vgg
+from ferjax.interop import mobilenet
 
-for _arch, _build in (('vgg13', vgg.vgg13), ('vgg16', vgg.vgg16), ('vgg19', vgg.vgg19),
-                      ('vgg13_bn', vgg.vgg13_bn), ('vgg16_bn', vgg.vgg16_bn),
-                      ('vgg19_bn', vgg.vgg19_bn)):
-  it.register(_arch, it.ArchMap(build=_build, input_shape=(1, 32, 32, 3), name=dotted_name,
-                                extra_torch=it.bn_tracked,
-                                reference=f'torchvision.models.{_arch}'))
+KEYS = mobilenet.KEYS

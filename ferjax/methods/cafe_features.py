@@ -58,9 +58,9 @@ def load_clip_params(cfg) -> dict:
     raise ValueError("config cafe.clip_weights is empty: give a CLIP checkpoint path (HF "
                      "flax_model.msgpack or a torch state_dict), or 'random' (NOT the real CLIP)")
   elif c.clip_weights.endswith('.msgpack') or os.path.isdir(c.clip_weights):
-    params = clip_lib.load_hf_flax(c.clip_weights, **overrides)['params']
+    from ferjax.interop.clip import load_hf_flax
+    params = load_hf_flax(c.clip_weights, **overrides)['params']
   else:
-    from ferjax.interop import clip as _  # noqa: F401  (registers the 'clip_vit_b32' map)
     from ferjax.interop import torch as it
     params = it.from_torch('clip_vit_b32', it.load_state_dict(c.clip_weights),
                            **overrides)['params']

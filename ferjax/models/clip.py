@@ -2,11 +2,11 @@
 
 The parameter tree is the one of transformers' Flax CLIP (`vision_model/...` plus
 `visual_projection`), so the `flax_model.msgpack` of openai/clip-vit-base-patch32 (a full
-CLIPModel) loads as it is with `load_hf_flax`, and the PyTorch map (ferjax.interop.clip) is a
-rename plus transposes. Semantics follow the reference: pre-norm transformer with QuickGELU,
-LayerNorm eps 1e-5, queries scaled by head_dim**-0.5, the pooled output is the CLS token after
-`post_layernorm`, projected without bias. The embedding is NOT L2-normalised (as OpenAI's
-`encode_image`); normalise it yourself for cosine similarities.
+CLIPModel) loads as it is with `ferjax.interop.clip.load_hf_flax`, and the PyTorch map (also
+ferjax.interop.clip) is a rename plus transposes. Semantics follow the reference: pre-norm
+transformer with QuickGELU, LayerNorm eps 1e-5, queries scaled by head_dim**-0.5, the pooled
+output is the CLS token after `post_layernorm`, projected without bias. The embedding is NOT
+L2-normalised (as OpenAI's `encode_image`); normalise it yourself for cosine similarities.
 
   module = clip_vit_b32()                        # or clip_vit_b32(hidden_size=64, ...) in tests
   emb = module.apply(variables, normalize(images), train=False)               # (B, 512)
@@ -15,22 +15,16 @@ LayerNorm eps 1e-5, queries scaled by head_dim**-0.5, the pooled output is the C
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Top-level entries of a full CLIPModel checkpoint that the image tower does not use.
-_TEXT_KEYS = ('text_model', 'text_projection', 'logit_scale')
-
 
 def normalize(images, mode: str = 'clip'):
   """uint8 images in [0, 255] or float images in [0, 1], (..., 3) -> normalised float32.
@@ -253,65 +247,3 @@ def clip_vit_b32(**overrides) -> CLIPVisionWithProjection:
   """ViT-B/32 at 224x224 with a 512-d projection; overrides (hidden_size, num_layers, num_heads,
   mlp_dim, patch_size, image_size, projection_dim, dtype, ...) make tiny test configurations."""
   return CLIPVisionWithProjection(**overrides)
-
-
-def _flatten(tree, prefix=()) -> dict[tuple, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
-def _short(keys, n=12) -> str:
-  keys = sorted(keys)
-  more = f' ... and {len(keys) - n} more' if len(keys) > n else ''
-  return ', '.join(keys[:n]) + more
-
-
-def load_hf_flax(path: str, **overrides) -> dict:
-  """A transformers Flax CLIP checkpoint (`flax_model.msgpack`, or its directory) -> variables.
-
-  Takes a full CLIPModel checkpoint (its text tower, text_projection and logit_scale are
-  dropped) or an image tower with projection. Everything else is checked strictly against
-  `clip_vit_b32(**overrides)`: missing, unexpected and mis-shaped keys are all named in one
-  ConversionError. Parameters come back as float32 numpy arrays ({'params': ...}).
-  """
-  from flax import serialization
-
-  from ferjax.interop.torch import ConversionError
-
-  if os.path.isdir(path):
-    path = os.path.join(path, 'flax_model.msgpack')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'no such Flax checkpoint: {path} (sharded checkpoints are not '
-                            'supported)')
-  with open(path, 'rb') as f:
-    tree = serialization.msgpack_restore(f.read())
-  if set(tree) == {'params'}:  # a flax checkpoint of the variables, not of the params
-    tree = tree['params']
-  got = _flatten({k: v for k, v in tree.items() if k not in _TEXT_KEYS})
-  module = clip_vit_b32(**overrides)
-  x = jnp.zeros((1, module.image_size, module.image_size, 3), jnp.float32)
-  abstract = _flatten(jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x))['params'])
-  name = '/'.join
-  missing = [name(p) for p in abstract if p not in got]
-  unexpected = [name(p) for p in got if p not in abstract]
-  bad = [f'{name(p)}: checkpoint {tuple(np.shape(got[p]))}, expected {tuple(a.shape)}'
-         for p, a in abstract.items() if p in got and tuple(np.shape(got[p])) != tuple(a.shape)]
-  if missing or unexpected or bad:
-    msg = [f'{path} does not fit clip_vit_b32 with overrides {overrides or {}}:']
-    for what, keys in (('missing keys', missing), ('unexpected keys', unexpected),
-                       ('shape mismatches', bad)):
-      if keys:
-        msg.append(f'  {what} ({len(keys)}): {_short(keys)}')
-    raise ConversionError('\n'.join(msg))
-  params: dict = {}
-  for p, a in abstract.items():
-    d = params
-    for k in p[:-1]:
-      d = d.setdefault(k, {})
-    d[p[-1]] = np.asarray(got[p], dtype=a.dtype)  # bfloat16 checkpoints become float32
-  return {'params': params}

@@ -27,6 +27,7 @@ Output: a dict of named arrays (NHWC maps), so callers pick what they need by na
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -54,11 +55,8 @@ class PReLU(nn.Module):
     return jnp.where(x >= 0, x, a.astype(self.dtype) * x)
 
 
-def conv(features, kernel, stride, name, dtype, padding=None, groups=1, init=_init):
-  """A bias-free Conv2d with PyTorch's symmetric padding (default kernel // 2)."""
-  pad = kernel // 2 if padding is None else padding
-  return layers.conv(features, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)),
-                     groups, use_bias=False, kernel_init=init, dtype=dtype, name=name)
+# A bias-free Conv2d with PyTorch's symmetric padding (MobileFaceNet shares it).
+conv = functools.partial(layers.padded_conv, kernel_init=_init)
 
 
 def _nearest_index(n_in: int, n_out: int) -> np.ndarray:

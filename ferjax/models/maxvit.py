@@ -23,6 +23,7 @@ Linear without bias (classifier.5). CAGE builds that same head with C + 2 output
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -66,10 +67,7 @@ def _gelu(x):
   return nn.gelu(x, approximate=False)  # torch.nn.GELU() is the erf form
 
 
-def _conv(features, kernel, stride, name, dtype, bias=False, groups=1):
-  pad = (kernel - 1) // 2
-  return layers.conv(features, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)),
-                     groups, use_bias=bias, kernel_init=_init, dtype=dtype, name=name)
+_conv = functools.partial(layers.padded_conv, kernel_init=_init)
 
 
 def _layer_norm(name, dtype):
@@ -83,8 +81,8 @@ class SqueezeExcitation(nn.Module):
   @nn.compact
   def __call__(self, x):                                               # (B, H, W, C)
     s = jnp.mean(x, axis=(1, 2), keepdims=True)                         # (B, 1, 1, C)
-    s = nn.silu(_conv(self.squeeze, 1, 1, 'fc1', self.dtype, bias=True)(s))
-    s = nn.sigmoid(_conv(x.shape[-1], 1, 1, 'fc2', self.dtype, bias=True)(s))
+    s = nn.silu(_conv(self.squeeze, 1, 1, 'fc1', self.dtype, use_bias=True)(s))
+    s = nn.sigmoid(_conv(x.shape[-1], 1, 1, 'fc2', self.dtype, use_bias=True)(s))
     return x * s
 
 
@@ -104,7 +102,7 @@ class MBConv(nn.Module):
       if self.stride == 2:  # AvgPool2d(3, 2, padding=1) counts the padding, as Flax does
         res = nn.avg_pool(res, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
       res = _conv(self.features, 1, 1, f'proj_{1 if self.stride == 2 else 0}', self.dtype,
-                  bias=True)(res)                                      # (B, H/s, W/s, F)
+                  use_bias=True)(res)                                  # (B, H/s, W/s, F)
     mid = int(self.features * self.expansion)
     y = self.norm('pre_norm')(x)
     y = _gelu(self.norm('conv_a_1')(_conv(mid, 1, 1, 'conv_a_0', self.dtype)(y)))
@@ -112,7 +110,7 @@ class MBConv(nn.Module):
     y = _gelu(self.norm('conv_b_1')(y))                                # (B, H/s, W/s, mid)
     y = SqueezeExcitation(int(self.features * self.squeeze), self.dtype,
                           name='squeeze_excitation')(y)
-    y = _conv(self.features, 1, 1, 'conv_c', self.dtype, bias=True)(y)
+    y = _conv(self.features, 1, 1, 'conv_c', self.dtype, use_bias=True)(y)
     return res + drop_path(self, y, self.drop_rate, train)
 
 
@@ -267,7 +265,7 @@ class MaxViT(nn.Module):
     x = x.astype(self.dtype)
     x = _conv(self.stem_channels, 3, 2, 'stem_0_0', self.dtype)(x)     # (B, H/2, W/2, stem)
     x = _gelu(norm('stem_0_1')(x))
-    x = _conv(self.stem_channels, 3, 1, 'stem_1_0', self.dtype, bias=True)(x)
+    x = _conv(self.stem_channels, 3, 1, 'stem_1_0', self.dtype, use_bias=True)(x)
     cfg = _Cfg(self.head_dim, self.partition_size, self.mlp_ratio, self.expansion_ratio,
                self.squeeze_ratio, self.dtype)
     rates = np.linspace(0, self.stochastic_depth_prob, sum(self.block_layers)).tolist()

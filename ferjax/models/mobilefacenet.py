@@ -55,7 +55,7 @@ class ConvBlock(nn.Module):
   def __call__(self, x):
     groups = x.shape[-1] if self.groups == -1 else self.groups   # -1: depthwise
     x = conv(self.features, self.kernel, self.stride, 'conv', self.dtype, padding=self.padding,
-             groups=groups, init=_init)(x)
+             groups=groups, kernel_init=_init)(x)
     x = self.norm('bn')(x)
     return x if self.linear else PReLU(self.dtype, name='prelu')(x)
 

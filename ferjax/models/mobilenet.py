@@ -21,6 +21,7 @@ asymmetrically and would not match the reference numerically.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
@@ -47,11 +48,8 @@ def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None) 
   return out + divisor if out < 0.9 * v else out
 
 
-def conv(features, kernel, stride, name, dtype, groups=1, use_bias=False):
-  """A Conv2d with torchvision's symmetric padding (k - 1) // 2."""
-  pad = (kernel - 1) // 2
-  return layers.conv(features, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)),
-                     groups, use_bias=use_bias, kernel_init=conv_init, dtype=dtype, name=name)
+# A Conv2d with torchvision's symmetric padding (EfficientNet shares it).
+conv = functools.partial(layers.padded_conv, kernel_init=conv_init)
 
 
 class ConvNormAct(nn.Module):

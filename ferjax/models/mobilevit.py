@@ -19,6 +19,7 @@ returns the resized map (8x8 there).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -71,10 +72,8 @@ def resize_align_corners(x, h: int, w: int):
   return jnp.einsum('pw,bowc->bopc', mw, x)
 
 
-def _conv(features, kernel=1, stride=1, groups=1, bias=False, name=None, dtype=None):
-  pad = (kernel - 1) // 2  # timm's symmetric padding; also for the stride-2 convs
-  return layers.conv(features, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)),
-                     groups, use_bias=bias, kernel_init=_init, dtype=dtype, name=name)
+# timm's convolutions pad symmetrically, the stride-2 ones included.
+_conv = functools.partial(layers.padded_conv, kernel_init=_init)
 
 
 def _group_norm1(name, dtype):
@@ -96,7 +95,8 @@ class ConvNormAct(nn.Module):
   @nn.compact
   def __call__(self, x):
     groups = x.shape[-1] if self.depthwise else 1
-    x = _conv(self.features, self.kernel, self.stride, groups, name='conv', dtype=self.dtype)(x)
+    x = _conv(self.features, self.kernel, self.stride, groups=groups, name='conv',
+              dtype=self.dtype)(x)
     x = self.norm('bn')(x)
     return nn.silu(x) if self.act else x
 
@@ -135,11 +135,11 @@ class LinearSelfAttention(nn.Module):
   @nn.compact
   def __call__(self, x):                                               # (B, P, N, d)
     d = x.shape[-1]
-    qkv = _conv(1 + 2 * d, bias=True, name='qkv_proj', dtype=self.dtype)(x)
+    qkv = _conv(1 + 2 * d, use_bias=True, name='qkv_proj', dtype=self.dtype)(x)
     q, k, v = qkv[..., :1], qkv[..., 1:1 + d], qkv[..., 1 + d:]
     scores = jax.nn.softmax(q.astype(jnp.float32), axis=2).astype(k.dtype)  # (B, P, N, 1)
     context = jnp.sum(k * scores, axis=2, keepdims=True)              # (B, P, 1, d)
-    return _conv(d, bias=True, name='out_proj', dtype=self.dtype)(nn.relu(v) * context)
+    return _conv(d, use_bias=True, name='out_proj', dtype=self.dtype)(nn.relu(v) * context)
 
 
 class LinearTransformerBlock(nn.Module):
@@ -153,8 +153,8 @@ class LinearTransformerBlock(nn.Module):
     y = LinearSelfAttention(self.dtype, name='attn')(_group_norm1('norm1', self.dtype)(x))
     x = x + drop_path(self, y, self.drop_rate, train)
     y = _group_norm1('norm2', self.dtype)(x)
-    y = _conv(int(d * self.mlp_ratio), bias=True, name='mlp_fc1', dtype=self.dtype)(y)
-    y = _conv(d, bias=True, name='mlp_fc2', dtype=self.dtype)(nn.silu(y))
+    y = _conv(int(d * self.mlp_ratio), use_bias=True, name='mlp_fc1', dtype=self.dtype)(y)
+    y = _conv(d, use_bias=True, name='mlp_fc2', dtype=self.dtype)(nn.silu(y))
     return x + drop_path(self, y, self.drop_rate, train)
 
 

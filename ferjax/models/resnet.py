@@ -7,6 +7,7 @@ and would not match the reference numerically.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -17,12 +18,7 @@ from ferjax.models.layers import Norm
 
 # torchvision initialises convolutions with kaiming_normal_(mode='fan_out', relu).
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def _conv(features, kernel, stride, name, dtype):
-  pad = kernel // 2
-  return layers.conv(features, (kernel, kernel), (stride, stride), ((pad, pad), (pad, pad)),
-                     use_bias=False, kernel_init=conv_init, dtype=dtype, name=name)
+_conv = functools.partial(layers.padded_conv, kernel_init=conv_init)
 
 
 class BasicBlock(nn.Module):

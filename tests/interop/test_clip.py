@@ -18,7 +18,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from ferjax.interop import torch as it  # noqa: E402
-from ferjax.interop.clip import CLIP_MODEL_IGNORE  # noqa: E402
+from ferjax.interop.clip import CLIP_MODEL_IGNORE, load_hf_flax  # noqa: E402
 from ferjax.models import clip  # noqa: E402
 
 TINY = dict(hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128, patch_size=8, image_size=32,
@@ -147,7 +147,7 @@ def hf_flax_clip(tmp_path_factory, x):
 
 def test_hf_flax_msgpack_loads_and_matches(hf_flax_clip, x):
   params, path, (want, pooled, hidden) = hf_flax_clip
-  variables = clip.load_hf_flax(str(path / 'flax_model.msgpack'), **TINY)
+  variables = load_hf_flax(str(path / 'flax_model.msgpack'), **TINY)
   # The tree is the reference's, leaf for leaf, without the text tower.
   ref_vision = {k: params[k] for k in ('vision_model', 'visual_projection')}
   assert jax.tree.map(np.shape, variables['params']) == jax.tree.map(np.shape, ref_vision)
@@ -157,7 +157,7 @@ def test_hf_flax_msgpack_loads_and_matches(hf_flax_clip, x):
   np.testing.assert_allclose(np.asarray(got['pooler_output']), pooled, atol=1e-5, rtol=0)
   np.testing.assert_allclose(np.asarray(got['last_hidden_state']), hidden, atol=1e-5, rtol=0)
   # A directory works too.
-  again = clip.load_hf_flax(str(path), **TINY)
+  again = load_hf_flax(str(path), **TINY)
   np.testing.assert_array_equal(again['params']['visual_projection']['kernel'],
                                 variables['params']['visual_projection']['kernel'])
 
@@ -165,8 +165,8 @@ def test_hf_flax_msgpack_loads_and_matches(hf_flax_clip, x):
 def test_hf_flax_msgpack_wrong_config_names_keys(hf_flax_clip, tmp_path):
   _, path, _ = hf_flax_clip
   with pytest.raises(it.ConversionError) as e:
-    clip.load_hf_flax(str(path / 'flax_model.msgpack'), **{**TINY, 'num_layers': 3,
-                                                             'projection_dim': 8})
+    load_hf_flax(str(path / 'flax_model.msgpack'), **{**TINY, 'num_layers': 3,
+                                                       'projection_dim': 8})
   msg = str(e.value)
   assert 'missing keys (16): vision_model/encoder/layers/2/' in msg
   assert 'visual_projection/kernel: checkpoint (64, 16), expected (64, 8)' in msg
@@ -175,9 +175,9 @@ def test_hf_flax_msgpack_wrong_config_names_keys(hf_flax_clip, tmp_path):
                                            _do_init=False)
   tower.save_pretrained(str(tmp_path), params=_random_params(tower, 2))
   with pytest.raises(it.ConversionError, match=r'missing keys \(1\): visual_projection/kernel'):
-    clip.load_hf_flax(str(tmp_path), **TINY)
+    load_hf_flax(str(tmp_path), **TINY)
   with pytest.raises(FileNotFoundError):
-    clip.load_hf_flax(str(tmp_path / 'nope.msgpack'), **TINY)
+    load_hf_flax(str(tmp_path / 'nope.msgpack'), **TINY)
 
 
 def test_resnet_state_dict_is_refused():
