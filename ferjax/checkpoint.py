@@ -64,8 +64,10 @@ class Manager:
     self.directory = checkpoint_dir(path)
     if read_only and not os.path.isdir(self.directory):
       raise FileNotFoundError(f'no checkpoints under {path!r} (looked in {self.directory})')
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                           read_only=read_only, cleanup_tmp_directories=True)
+    # A read-only manager keeps everything and cleans nothing (orbax warns when told otherwise).
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None if read_only else keep, create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only, save_interval_steps=0 if read_only else 1)
     # Handlers are registered up front so metadata can be read before any save or restore.
     handlers = dict(state=ocp.PyTreeCheckpointHandler(), config=ocp.JsonCheckpointHandler(),
                     data=grain.checkpoint.CheckpointHandler())

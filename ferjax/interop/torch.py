@@ -23,10 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ferjax.errors import UserError
 from ferjax.models import registry
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
   """A state_dict and an architecture do not fit; the message names every offending key."""
 
 
