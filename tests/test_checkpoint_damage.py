@@ -53,11 +53,18 @@ def _step_file(workdir, step, name):
 
 
 def _truncate_array_file(workdir, step):
-  d = _step_file(workdir, step, os.path.join('state', 'ocdbt.process_0', 'd'))
-  path = max((os.path.join(d, f) for f in os.listdir(d)), key=os.path.getsize)
-  with open(path, 'r+b') as f:
-    f.truncate(os.path.getsize(path) // 2)
-  return os.path.relpath(path, _step_file(workdir, step, ''))
+  """Truncates every array data file of the step (which file holds which array is orbax's
+  choice), returning their paths relative to the step directory."""
+  paths = []
+  for sub in (os.path.join('state', 'ocdbt.process_0', 'd'), os.path.join('state', 'd')):
+    d = _step_file(workdir, step, sub)
+    if os.path.isdir(d):
+      paths += [os.path.join(d, f) for f in os.listdir(d)]
+  assert paths
+  for path in paths:
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+  return [os.path.relpath(p, _step_file(workdir, step, '')) for p in paths]
 
 
 def _assert_tree_equal(restored, expected):
@@ -70,7 +77,7 @@ def _assert_quiet(err):
 
 
 def test_truncated_array_file_falls_back_to_the_previous_step_with_its_data(workdir, capfd):
-  bad_file = _truncate_array_file(workdir, 4)
+  bad_files = _truncate_array_file(workdir, 4)
   mngr = checkpoint.Manager(workdir)
   capfd.readouterr()
   it = iter(_data())
@@ -81,8 +88,8 @@ def test_truncated_array_file_falls_back_to_the_previous_step_with_its_data(work
   assert [next(it) for _ in range(3)] == list(itertools.islice(iter(_data()), 2, 5))
   err = capfd.readouterr().err
   _assert_quiet(err)
-  assert (f'checkpoint step 4 in {mngr.directory} is damaged ({bad_file}): resuming from '
-          f'step 2') in err
+  assert any(f'checkpoint step 4 in {mngr.directory} is damaged ({bad}): resuming from '
+             f'step 2' in err for bad in bad_files), err
   # The damaged step is moved aside, so the resumed run can save step 4 again.
   assert mngr.all_steps() == [2]
   assert os.path.isdir(os.path.join(mngr.directory, '4.damaged'))
@@ -92,7 +99,7 @@ def test_truncated_array_file_falls_back_to_the_previous_step_with_its_data(work
 
 
 def test_explicit_damaged_step_names_the_file_and_the_readable_steps(workdir, capfd):
-  bad_file = _truncate_array_file(workdir, 4)
+  bad_files = _truncate_array_file(workdir, 4)
   mngr = checkpoint.Manager(workdir, read_only=True)
   capfd.readouterr()
   for params_only in (False, True):
@@ -100,9 +107,9 @@ def test_explicit_damaged_step_names_the_file_and_the_readable_steps(workdir, ca
       mngr.restore(_abstract(), step=4, params_only=params_only)
     message = str(info.value)
     assert f'checkpoint step 4 in {mngr.directory} is damaged' in message
-    assert bad_file in message and 'truncated' in message
+    assert any(bad in message for bad in bad_files) and 'truncated' in message
     assert 'Readable steps: 2' in message and '--step=2' in message
-    assert (info.value.step, info.value.file) == (4, bad_file)
+    assert info.value.step == 4 and info.value.file in bad_files
   _assert_quiet(capfd.readouterr().err)
   assert mngr.readable_steps() == mngr.readable_steps(params_only=True) == [2]
   # A read-only manager (eval, resume from another workdir) moves nothing.

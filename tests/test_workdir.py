@@ -69,10 +69,13 @@ def test_damaged_latest_checkpoint_resumes_bit_identically_from_the_previous(tmp
   cfg = lambda: smoke(**COMMON, **{'train.max_steps': 6})   # noqa: E731
   trainer.train(cfg(), str(full))
   trainer.train(cfg(), str(damaged))
-  # The smoke model's arrays live in the state's database files (state/d/*).
-  data_files = (damaged / 'checkpoints' / '6' / 'state' / 'd').iterdir()
-  victim = max(data_files, key=lambda p: p.stat().st_size)
-  victim.write_bytes(victim.read_bytes()[:victim.stat().st_size // 3])
+  # Every array data file of the step (which one holds which array is orbax's choice).
+  state = damaged / 'checkpoints' / '6' / 'state'
+  victims = [p for d in (state / 'd', state / 'ocdbt.process_0' / 'd') if d.is_dir()
+             for p in d.iterdir()]
+  assert victims
+  for victim in victims:
+    victim.write_bytes(victim.read_bytes()[:victim.stat().st_size // 3])
   capfd.readouterr()
   trainer.train(cfg(), str(damaged))
   err = capfd.readouterr().err
