@@ -52,6 +52,14 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
   raise AssertionError('absl.app.run returned')   # it always exits
 
 
+def quiet_logs() -> None:
+  """Library logs at WARNING unless --verbosity was given: absl.app sends INFO to stderr, and
+  TFDS's line for every file it reads or writes would bury a command's output."""
+  from absl import logging as absl_logging
+  if not FLAGS['verbosity'].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
 def _guarded(main):
 
   def guarded(argv):

@@ -11,7 +11,7 @@ name on top) from one split, decoded the way training reads them.
 """
 from __future__ import annotations
 
-from absl import app, flags, logging as absl_logging
+from absl import app, flags
 import numpy as np
 
 from ferjax.data import readers, sources, tfds_builder
@@ -129,10 +129,8 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   args = flags.FLAGS
-  if not args['verbosity'].present:
-    # absl.app sends INFO logs to stderr: TFDS's line for every file it reads or writes would
-    # bury the output. --verbosity=0 shows them.
-    absl_logging.set_verbosity(absl_logging.WARNING)
+  from ferjax import cli as cli_lib
+  cli_lib.quiet_logs()
   print(report(args.dataset, args.data_dir, args.grid, args.split, args.per_class, args.size))
   return 0
 

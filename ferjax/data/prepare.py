@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 
-from absl import app, flags, logging as absl_logging
+from absl import app, flags
 
 from ferjax.data import readers, tfds_builder
 from ferjax.errors import DataError, UserError
@@ -192,10 +192,8 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   args = flags.FLAGS
-  if not args['verbosity'].present:
-    # absl.app sends INFO logs to stderr: TFDS's line for every file it reads or writes would
-    # bury the output. --verbosity=0 shows them.
-    absl_logging.set_verbosity(absl_logging.WARNING)
+  from ferjax import cli as cli_lib
+  cli_lib.quiet_logs()
   data_dir = os.path.abspath(os.path.expanduser(args.data_dir or tfds_builder.default_data_dir()))
   try:
     counts = prepare(args.dataset, args.manual_dir, data_dir, parse_options(args.option),
