@@ -18,16 +18,12 @@ import time
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 
-from ferjax import checkpoint, config as config_lib, evaluate as eval_lib, labels, methods, optim
-from ferjax import runtime
-from ferjax import sharding, steps as steps_lib, train_checks
+from ferjax import checkpoint, config as config_lib, evaluate as eval_lib, inference, labels
+from ferjax import methods, optim, runtime, sharding, steps as steps_lib, train_checks
 from ferjax.data import pipeline
 from ferjax.predictor import Predictor
-
-BEST_SUBDIR = 'best'
 
 
 class Run:
@@ -173,7 +169,7 @@ class _Best:
 
   def __init__(self, cfg, workdir: str):
     self.metric = cfg.train.best_metric
-    self.dir = os.path.join(workdir, BEST_SUBDIR)
+    self.dir = inference.best_dir(workdir)
     self.record = os.path.join(self.dir, 'best.json')
     self.value = None
     if self.metric and os.path.exists(self.record):

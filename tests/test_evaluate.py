@@ -1,5 +1,4 @@
 """Evaluation counts every example exactly once, whatever the batch size."""
-import jax
 import numpy as np
 import pytest
 

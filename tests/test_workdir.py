@@ -13,7 +13,7 @@ import pytest
 from ferjax import checkpoint, config as config_lib, trainer
 from ferjax.errors import ConfigError
 from tests.conftest import REPO
-from tests.test_train import CONFIG, smoke
+from tests.test_train import smoke
 
 COMMON = {'train.ckpt_every': 2, 'train.log_every': 2, 'data.eval_sets': ''}
 
