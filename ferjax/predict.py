@@ -1,0 +1,166 @@
+"""Prediction on your own photos and videos:
+`python -m ferjax.predict --model RUN_DIR --input PATH [PATH ...] --out preds.csv|preds.jsonl`.
+
+Inputs: image files, folders (read recursively), glob patterns ('shots/**/*.jpg', quoted), a
+text file listing paths (`@list.txt` or --input_list), and videos (.mp4 .mov .avi .webm .mkv),
+decoded frame by frame with PyAV (--every_n_frames, --fps).
+
+Faces: --faces detect (default) finds frontal faces with OpenCV's Haar cascade, shipped inside
+opencv-python-headless (nothing is downloaded); --faces none takes each image as one cropped
+face; --boxes boxes.csv takes your own boxes (`path,x,y,w,h[,frame]`, pixels of the upright
+image; a box without a frame holds for every frame of a video). Each box becomes a square with
+--margin of its side added on every side, resized to the model's input size; the model's own
+normalisation follows, as in training.
+
+Output: one row per face (or per image with no face): path, frame and time (videos), face, box
+x,y,w,h, score (the cascade's confidence; empty for --faces none and --boxes), status (ok,
+no_face, too_small, unreadable), one probability column per class in the model's order, pred,
+then valence,arousal when the model predicts them, landmarks (lmI_x, lmI_y, image pixels) when
+it predicts them, and message. CSV or JSONL by --out's extension; an existing --out is kept
+unless --overwrite. --overlay DIR writes each image with its boxes and labels.
+
+Bad input never stops the run; each gets a row with its status and a summary ends the run. The
+exit status is 1 only when no input could be read (2 for a mistake in the command line).
+Needs the `predict` extra: pip install 'ferjax[predict]'.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from absl import flags
+
+from ferjax import cli as cli_lib
+from ferjax.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('model', None, 'Run directory (holds checkpoints/).', required=True)
+flags.DEFINE_multi_string('input', [], 'Image, folder, glob pattern, video, or @LIST.txt; '
+                          'repeat the flag or list several paths after it.')
+flags.DEFINE_multi_string('input_list', [], 'Text file with one input path per line.')
+flags.DEFINE_string('out', None, 'Output file: .csv or .jsonl.', required=True)
+flags.DEFINE_string('step', None, "Checkpoint step, or 'best'; default: the latest.")
+flags.DEFINE_enum('faces', 'detect', ['detect', 'none'], 'detect: find faces (OpenCV Haar '
+                  'cascade); none: each image is one pre-cropped face.')
+flags.DEFINE_string('boxes', '', 'CSV of your own boxes: path,x,y,w,h[,frame] (replaces '
+                    'detection).')
+flags.DEFINE_float('margin', 0.2, 'Added on every side of a box, as a fraction of its side.')
+flags.DEFINE_integer('min_face', 32, 'Boxes whose shorter side is under this many pixels get '
+                     'status too_small and no prediction.')
+flags.DEFINE_integer('batch_size', 64, 'Faces per model call (rounded up to a multiple of the '
+                     'device count).')
+flags.DEFINE_integer('every_n_frames', 1, 'Videos: keep every n-th frame.')
+flags.DEFINE_float('fps', 0.0, 'Videos: keep this many frames per second (0: use '
+                   '--every_n_frames).')
+flags.DEFINE_string('overlay', '', 'Folder for images with boxes and labels drawn.')
+flags.DEFINE_integer('threads', 2, 'Threads decoding images and finding faces.')
+flags.DEFINE_bool('overwrite', False, 'Replace an existing --out.')
+
+EXIT_NOTHING_READ = 1
+
+
+def _step(value):
+  if value is None or value == 'best':
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise UserError(f"--step={value!r}: expected a step number or 'best'") from None
+
+
+def _options(argv):
+  from ferjax import faces, predict_run
+  inputs = list(FLAGS.input) + list(argv[1:])   # `--input a b c`: b and c arrive as arguments
+  if not inputs and not FLAGS.input_list:
+    raise UserError('nothing to read: pass --input PATH [PATH ...] or --input_list FILE')
+  for name in ('margin', 'fps'):
+    if FLAGS[name].value < 0:
+      raise UserError(f'--{name}={FLAGS[name].value}: must be >= 0')
+  for name in ('batch_size', 'every_n_frames', 'threads'):
+    if FLAGS[name].value < 1:
+      raise UserError(f'--{name}={FLAGS[name].value}: must be >= 1')
+  if FLAGS.fps and FLAGS['every_n_frames'].present:
+    raise UserError('pass --fps or --every_n_frames, not both')
+  if FLAGS.boxes and FLAGS['faces'].present:
+    raise UserError('--boxes gives the faces: leave out --faces')
+  options = predict_run.Options(
+      faces='boxes' if FLAGS.boxes else FLAGS.faces,
+      boxes=faces.read_boxes(FLAGS.boxes) if FLAGS.boxes else None,
+      margin=FLAGS.margin, min_face=FLAGS.min_face, batch_size=FLAGS.batch_size,
+      every_n_frames=FLAGS.every_n_frames, fps=FLAGS.fps, overlay_dir=FLAGS.overlay,
+      threads=FLAGS.threads)
+  return inputs, options
+
+
+def _count(counter, kinds) -> str:
+  return ', '.join(f'{counter[k]} {k}{"s" if counter[k] != 1 else ""}' for k in kinds
+                   if counter[k]) or 'nothing'
+
+
+def _summary(runner, out, seconds) -> str:
+  read = _count(runner.files, ('image', 'video'))
+  if runner.frames:
+    read += f' ({runner.frames} video frames)'
+  bad = _count(runner.unreadable, ('image', 'video', 'missing'))
+  rows = ', '.join(f'{s} {runner.counts[s]}' for s in ('ok', 'no_face', 'too_small',
+                                                        'unreadable'))
+  return (f'predict: read {read}; unreadable {bad}; rows: {rows}; {seconds:.1f} s; '
+          f'wrote {out}')
+
+
+def _hide_read_only_notice() -> None:
+  # orbax warns "Given directory is read only" whenever a checkpoint is opened to read it.
+  import logging
+  logging.getLogger('absl').addFilter(
+      lambda record: 'is read only' not in str(record.msg))
+
+
+def main(argv):
+  inputs, options = _options(argv)
+  from ferjax import predict_io
+  fmt = predict_io.check_out(FLAGS.out, FLAGS.overwrite)
+  sources = predict_io.expand(inputs, FLAGS.input_list)
+  if options.faces == 'detect':
+    from ferjax import faces
+    faces.HaarDetector()    # a missing OpenCV fails before the model loads
+  from ferjax import runtime
+  runtime.setup()
+  cli_lib.quiet_logs()
+  _hide_read_only_notice()
+  import jax
+  import numpy as np
+  from ferjax import inference, predict_run
+  if jax.process_count() > 1:
+    raise UserError('ferjax.predict runs in one process (on every device it sees)')
+  start = time.time()
+  predictor = inference.load(FLAGS.model, _step(FLAGS.step))
+  if predictor.method.model_inputs is not None:
+    raise UserError(f'{FLAGS.model}: method {predictor.method.name!r} takes inputs beside the '
+                    'image (e.g. cached features); predict needs a model of the image alone')
+  size = int(predictor.cfg.data.image_size)
+  shapes = jax.eval_shape(predictor.predict_fn, predictor.variables, {
+      'image': jax.ShapeDtypeStruct((predictor.mesh.size, size, size, 3), np.uint8)})
+  writer = predict_io.RowWriter(FLAGS.out, predict_run.columns(predictor.class_names, shapes),
+                                fmt)
+  bar = runtime.progress(total=len(sources), desc='predict', unit='file')
+  try:
+    runner = predict_run.Runner(predictor, options, writer.write, bar)
+    runner.run(sources)
+  finally:
+    bar.close()
+    writer.close()
+  for line in runner.cut_short:
+    runtime.say(f'warning: {line}')
+  runtime.say(_summary(runner, FLAGS.out, time.time() - start))
+  if not sum(runner.files.values()):
+    print(f'no input could be read ({len(sources)} given)', file=sys.stderr)
+    return EXIT_NOTHING_READ
+  return 0
+
+
+def cli() -> None:
+  cli_lib.run(main)
+
+
+if __name__ == '__main__':
+  cli()
