@@ -8,6 +8,14 @@
 - `crop`: a box -> a square crop with a margin, resized to the model's input size, RGB uint8.
   Parts of the square outside the image are black.
 
+Measured (scale step 1.1, 5 neighbours, the defaults here): on the real photos at hand it finds
+the one face of scikit-image's astronaut and of matplotlib's Grace Hopper, misses the cameraman
+(turned, small), and fires 10 times on 26 face-free photos (6 on a picture of coins). On
+synthetic faces pasted on those photos (640x480) it finds 71% (106/150 over the five domains;
+cartoon and lab 80-95%, wild 20-30%: turned heads), with 0.7 false boxes per image, nearly all on
+textured backgrounds. A scale step of 1.2 cuts false boxes 7-fold and recall to 54%. It has not
+been compared with MediaPipe or MTCNN on a set of real photos.
+
 A box is `Face(x, y, w, h, score)` in pixels of the upright image; score is None when nobody
 scored it (`--boxes`, `--faces none`).
 """

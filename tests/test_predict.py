@@ -189,6 +189,17 @@ def test_video_rows_carry_frame_and_time(detected):
   assert abs(float(clip[0]['x']) - 60) < 15   # where the face was pasted in frame 0
 
 
+def test_video_frames_are_thinned_by_count_or_rate(inputs):
+  from ferjax import predict_io
+  kept = lambda **kw: [f.index for f in predict_io.VideoFrames(inputs / 'clip.mp4', **kw)]
+  assert kept() == list(range(10))
+  assert kept(every_n=4) == [0, 4, 8]
+  assert kept(fps=5) == [0, 2, 4, 6, 8]
+  assert kept(fps=3) == [0, 4, 7]      # the first frame at or after each 1/3 s
+  with pytest.raises(predict_io.ReadError, match='PyAV'):
+    list(predict_io.VideoFrames(inputs / 'broken.mp4'))
+
+
 def test_overlays_are_written_per_image_and_frame(detected, inputs):
   out = detected[3] / 'overlay'
   names = sorted(os.listdir(out))
