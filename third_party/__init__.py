@@ -1,0 +1,1 @@
+"""Code that stands for other projects' models (PyTorch references); not part of ferjax."""
