@@ -6,6 +6,7 @@ modules under test define too.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,8 @@ def test_check_fails_on_a_hand_edited_table_and_regenerating_restores_it(tmp_pat
   with open(README) as f:
     original = f.read()
   table = _table(original)
-  edited = original.replace(table, table.replace('0.79x', '0.99x'))
+  ratio = re.search(r'\| (\d+\.\d+)x \|', table).group(1)    # the first ratio of the table
+  edited = original.replace(table, table.replace(f'| {ratio}x |', '| 9.99x |', 1))
   assert edited != original
   readme = tmp_path / 'README.md'
   readme.write_text(edited)
