@@ -217,6 +217,8 @@ class Runner:
     try:
       for frame in frames:
         self.frames += 1
+        if self.progress is not None and self.frames % 50 == 0:   # a long video moves the bar
+          self.progress.set_postfix(frames=self.frames, refresh=False)
         found = self._find(frame.image, source.path, frame.index)
         if found is not None:
           self._add(source.path, frame.image, found, frame.index, round(frame.time, 4))

@@ -237,6 +237,20 @@ def test_own_boxes_lists_patterns_and_jsonl(run_dir, inputs, detected, tmp_path)
   assert files['blank.png'][0]['message'] == 'no box in --boxes'
 
 
+def test_images_are_read_upright_and_8_bit(tmp_path):
+  from ferjax import predict_io
+  upright = _scene(5, (60, 80), [(0, 40, 20, 10)])
+  exif = Image.Exif()
+  exif[0x0112] = 6    # stored turned: the viewer rotates 90 degrees clockwise
+  Image.fromarray(np.rot90(upright, 1).copy()).save(tmp_path / 'turned.png', exif=exif)
+  np.testing.assert_array_equal(predict_io.read_image(tmp_path / 'turned.png'), upright)
+  wide = np.array([[0, 257, 65535]], np.uint16)
+  Image.fromarray(wide).save(tmp_path / 'grey16.png')
+  got = predict_io.read_image(tmp_path / 'grey16.png')
+  assert got.dtype == np.uint8 and got.shape == (1, 3, 3)
+  np.testing.assert_array_equal(got[0, :, 0], [0, 1, 255])
+
+
 def test_faces_none_scores_each_image_whole(predictor, tmp_path):
   from ferjax import predict_io, predict_run
   size = predictor.cfg.data.image_size
