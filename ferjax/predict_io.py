@@ -6,7 +6,7 @@
 - `read_image`: a file -> upright 8-bit RGB (ferjax.data.sources.upright_8bit: EXIF orientation,
   16-bit grey), as the dataset decoder reads training images.
 - `VideoFrames`: a video's frames, decoded by PyAV one at a time (constant memory), thinned by
-  `every_n` or `fps`.
+  `every_n` or `fps`, turned upright by the stream's display matrix.
 - `RowWriter`: CSV or JSONL by the file's extension, flushed after every batch.
 - `draw_overlay`: an image with its boxes and labels.
 """
@@ -185,7 +185,13 @@ class VideoFrames:
             next_time += 1.0 / self.fps
         elif index % self.every_n:
           continue
-        yield Frame(index, float(t), frame.to_ndarray(format='rgb24'))
+        image = frame.to_ndarray(format='rgb24')
+        # Phones store portrait video turned, with a display matrix: show it upright, as EXIF
+        # orientation is applied to photos. `rotation` is counterclockwise degrees.
+        turns = round((frame.rotation or 0) / 90) % 4
+        if turns:
+          image = np.ascontiguousarray(np.rot90(image, turns))
+        yield Frame(index, float(t), image)
     if self.decoded == 0:
       raise ReadError('no decodable frame')
 

@@ -200,6 +200,24 @@ def test_video_frames_are_thinned_by_count_or_rate(inputs):
     list(predict_io.VideoFrames(inputs / 'broken.mp4'))
 
 
+def test_a_turned_video_is_read_upright(tmp_path):
+  import av
+  from ferjax import predict_io
+  image = np.zeros((120, 160, 3), np.uint8)
+  image[:20, :40] = 255    # a white patch at the stored frame's top left
+  with av.open(str(tmp_path / 'portrait.mp4'), 'w') as container:
+    stream = container.add_stream('libx264', rate=FPS)
+    stream.width, stream.height, stream.pix_fmt = 160, 120, 'yuv420p'
+    stream.set_display_rotation(-90)   # as a phone held upright stores it: shown turned right
+    for packet in stream.encode(av.VideoFrame.from_ndarray(image, format='rgb24')):
+      container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+  frame = next(iter(predict_io.VideoFrames(tmp_path / 'portrait.mp4'))).image
+  assert frame.shape == (160, 120, 3)
+  assert frame[:40, -20:].mean() > 200 and frame[-40:, :20].mean() < 50   # now top right
+
+
 def test_overlays_are_written_per_image_and_frame(detected, inputs):
   out = detected[3] / 'overlay'
   names = sorted(os.listdir(out))
