@@ -120,9 +120,12 @@ def main(argv):
   from ferjax import predict_io
   fmt = predict_io.check_out(FLAGS.out, FLAGS.overwrite)
   sources = predict_io.expand(inputs, FLAGS.input_list)
+  # A missing OpenCV or PyAV fails before the model loads.
   if options.faces == 'detect':
     from ferjax import faces
-    faces.HaarDetector()    # a missing OpenCV fails before the model loads
+    faces.HaarDetector()
+  if any(s.kind == 'video' for s in sources):
+    predict_io.import_av()
   from ferjax import runtime
   runtime.setup()
   cli_lib.quiet_logs()

@@ -130,6 +130,14 @@ def read_image(path: str) -> np.ndarray:
     raise ReadError(f'broken image: {e}') from None
 
 
+def import_av():
+  try:
+    import av
+  except ImportError:
+    raise UserError("reading videos needs PyAV: pip install 'ferjax[predict]'") from None
+  return av
+
+
 @dataclasses.dataclass
 class Frame:
   index: int           # position among all decoded frames of the video, from 0
@@ -151,7 +159,7 @@ class VideoFrames:
     self.decoded, self.error = 0, ''
 
   def __iter__(self):
-    import av
+    av = import_av()
     try:
       container = av.open(self.path)
     except (av.FFmpegError, OSError, ValueError) as e:
