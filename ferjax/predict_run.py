@@ -214,12 +214,13 @@ class Runner:
 
   def _video(self, source):
     frames = predict_io.VideoFrames(source.path, self.o.every_n_frames, self.o.fps)
+    # Frames are decoded here, one after another; faces are searched in the threads.
+    find = lambda frame: (frame, self._find(frame.image, source.path, frame.index))
     try:
-      for frame in frames:
+      for frame, found in _ordered_map(find, frames, self.o.threads):
         self.frames += 1
         if self.progress is not None and self.frames % 50 == 0:   # a long video moves the bar
           self.progress.set_postfix(frames=self.frames, refresh=False)
-        found = self._find(frame.image, source.path, frame.index)
         if found is not None:
           self._add(source.path, frame.image, found, frame.index, round(frame.time, 4))
     except ReadError as e:
