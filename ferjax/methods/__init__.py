@@ -76,6 +76,7 @@ REGISTRY = {
     'baseline': 'ferjax.methods.baseline',
     'cafe': 'ferjax.methods.cafe',
     'cage': 'ferjax.methods.cage',
+    'grefel': 'ferjax.methods.grefel',
     'dan': 'ferjax.methods.dan',
 }
 
