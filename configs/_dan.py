@@ -34,6 +34,7 @@ def paper_config(c: ml_collections.ConfigDict, recipe: str = 'rafdb',
       partition_weight=1.0,
       channel_hidden=32,          # the channel attention's Linear(C, 32) bottleneck
       resnet_weights='',          # MS-Celeb ResNet-18 state_dict (resnet18_msceleb.pth)
+      official_weights='',        # a whole official DAN checkpoint (the released models)
   ))
   c.model.backbone = 'resnet18'
   c.model.va_head = False
@@ -60,12 +61,13 @@ def paper_config(c: ml_collections.ConfigDict, recipe: str = 'rafdb',
 
 def real_config(arg, recipe: str, class_space: str, train: str, eval_sets: str):
   """The body of configs/dan_rafdb.py and dan_affectnet8.py (see their docstrings)."""
-  a = fc.parse_arg(arg, dict(smoke=False, epochs=None, resnet='', centres=None))
+  a = fc.parse_arg(arg, dict(smoke=False, epochs=None, resnet='', weights='', centres=None))
   c = fc.base_config()
   paper_config(c, recipe)
   c.data.class_space = class_space
   c.data.train, c.data.eval_sets = train, eval_sets
   c.dan.resnet_weights = a['resnet']
+  c.dan.official_weights = a['weights']
   if a['centres'] is not None:
     c.dan.centres = int(a['centres'])
   c.train.best_metric = f'{eval_sets.split(",")[0]}/accuracy'   # the scripts keep the best

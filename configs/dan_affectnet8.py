@@ -3,8 +3,10 @@ epoch 5).
 
   python -m ferjax.train --config configs/dan_affectnet8.py:resnet=PATH --workdir runs/dan_an8
 
-Arguments (`FILE:k=v,...`): resnet=PATH (the MS-Celeb ResNet-18 `resnet18_msceleb.pth`),
-centres=N, epochs=N, smoke.
+The released checkpoint (`affecnet8_epoch5_acc0.6209.pth`) starts a run with weights=PATH
+(ferjax.interop.dan converts it strictly; the affinity centres start fresh). Arguments
+(`FILE:k=v,...`): weights=PATH (a whole official DAN checkpoint), resnet=PATH (the MS-Celeb
+ResNet-18 `resnet18_msceleb.pth`), centres=N, epochs=N, smoke.
 
 Data: `affectnet:train` / `affectnet:val` (the script's ImageFolder `train/<0..7>`, `val/<0..7>`
 in AffectNet's label order, `affectnet8`: neutral, happy, sad, surprise, fear, disgust, anger,

@@ -2,9 +2,12 @@
 
   python -m ferjax.train --config configs/dan_rafdb.py:resnet=PATH --workdir runs/dan_rafdb
 
-Arguments (`FILE:k=v,...`): resnet=PATH (the MS-Celeb ResNet-18 `resnet18_msceleb.pth` the
-features start from; without it they start from scratch), centres=N (the script builds 8
-affinity centres for 7 classes; centres=7 is the fix of the official issue #31), epochs=N, smoke.
+The released checkpoint (`rafdb_epoch21_acc0.897_bacc0.8275.pth`) starts a run with weights=PATH
+(ferjax.interop.dan converts it strictly; the affinity centres start fresh). Arguments
+(`FILE:k=v,...`): weights=PATH (a whole official DAN checkpoint), resnet=PATH (the MS-Celeb
+ResNet-18 `resnet18_msceleb.pth` the features start from; without it they start from scratch),
+centres=N (the script builds 8 affinity centres for 7 classes; centres=7 is the fix of the
+official issue #31), epochs=N, smoke.
 
 Data: `rafdb:train` / `rafdb:test` (the basic set's aligned 100 x 100 faces, resized to 224).
 Classes in RAF-DB's label-file order (`rafdb7`: surprise, fear, disgust, happy, sad, anger,

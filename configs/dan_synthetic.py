@@ -2,7 +2,8 @@
 
 Launch (full size: ResNet-18 at 224 px on `wild`, the RAF-DB recipe, for an accelerator):
   python -m ferjax.train --config configs/dan_synthetic.py --workdir runs/dan
-The CPU budget (a half-width ResNet-18 at 64 px on `lab`, a few minutes on 2 cores):
+The CPU budget (a half-width ResNet-18 at 64 px on `lab`, Adam 2e-3 and mild augmentation
+instead of the recipes, which do not learn from scratch in so few steps; minutes on 2 cores):
   python -m ferjax.train --config configs/dan_synthetic.py:cpu --workdir runs/dan_cpu
 Arguments (`FILE:k=v,...`): cpu, smoke, recipe=<rafdb|affectnet> (the optimiser, schedule,
 sampler and augmentation of that script), domain=<lab|wild|cartoon|lowq|occluded>, epochs=N,
@@ -43,7 +44,16 @@ def get_config(arg=None):
     c.batch_size = 64
     c.eval_batch_size = 128
     c.train.epochs = 3.0
-    c.optim.step_epochs = (2,)
+    # From scratch the recipes stay at chance here: the RAF-DB one (SGD 0.1, its augmentation)
+    # for 3 epochs, the AffectNet augmentation with Adam 1e-3 for 2 (both are tuned for an
+    # MS-Celeb-pretrained ResNet-18). Adam 2e-3 at a constant rate with flip, +-10 degree
+    # rotation, a small shift and brightness / contrast (no erasing, no zoom) reaches ~47% on
+    # lab/test in 128 steps.
+    c.optim.update(dict(name='adam', lr=2e-3, weight_decay=0.0, schedule='constant',
+                        warmup_epochs=0.0))
+    c.augment.update(dict(rotate_deg=10.0, crop_pad=0.0625, scale=(1.0, 1.0), brightness=0.2,
+                          contrast=0.2, erasing_p=0.0))
+    c.data.sampler = 'shuffle'
     c.train.log_every = 16
     c.train.ckpt_every = 1000
     c.train.eval_every = -1

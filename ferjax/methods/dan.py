@@ -16,8 +16,10 @@ network (MAN) and an attention fusion network (AFN). The loss is the official on
 Switches (`cfg.dan`): `centres` (0 = the class count; the RAF-DB script builds 8 centres for 7
 classes, the official issue #31 says it should be 7), `num_heads`, `afn_logsoftmax`,
 `affinity_weight`, `partition_weight`, `channel_hidden` (the channel attention's bottleneck,
-32), `resnet_weights` (the MS-Celeb ResNet-18 state_dict the feature network starts from).
-Rows with label -1 and padding rows leave every term.
+32), `resnet_weights` (the MS-Celeb ResNet-18 state_dict the feature network starts from),
+`official_weights` (a whole official DAN checkpoint, e.g. the released RAF-DB or AffectNet-8
+model, converted strictly by ferjax.interop.dan; the centres, which the checkpoints do not hold,
+start fresh). Rows with label -1 and padding rows leave every term.
 """
 from __future__ import annotations
 
@@ -86,6 +88,17 @@ def load_features(cfg) -> dict:
       m.backbone, sd, ignore=('fc.',), width=m.width, stage_sizes=tuple(m.stage_sizes)))
 
 
+def load_official(cfg, variables) -> dict:
+  """`variables` with every part of the official DAN state_dict at `dan.official_weights`
+  ({'iter', 'model_state_dict', ...} as released) in place; the centres are kept."""
+  from ferjax.interop import dan as dan_interop
+  from ferjax.interop import torch as interop
+  sd = interop.load_state_dict(cfg.dan.official_weights)
+  loaded = dan_interop.from_torch(sd, centers=variables['params']['centers'],
+                                  **dan_interop.config_dims(cfg))
+  return {**variables, **jax.tree.map(jnp.asarray, loaded)}
+
+
 def build(cfg) -> Method:
   d = cfg.dan
   model = build_model(cfg)
@@ -107,7 +120,13 @@ def build(cfg) -> Method:
   def predict(outputs):
     return {k: outputs[k] for k in ('probs', 'logits')}
 
+  if d.official_weights and d.resnet_weights:
+    raise ValueError('dan.official_weights holds the whole model, features included; leave '
+                     'dan.resnet_weights empty')
+
   def init_variables(variables):
+    if d.official_weights:
+      return load_official(cfg, variables)
     if not d.resnet_weights:
       return variables
     params, stats = dict(variables['params']), dict(variables['batch_stats'])

@@ -241,6 +241,24 @@ def test_heads_initialise_as_the_reference():
 # ---------------------------------------------------------------------------------------------
 
 
+def test_recipes_follow_the_official_scripts():
+  raf = config_lib.load(os.path.join(REPO, 'configs', 'dan_rafdb.py'))
+  assert raf.data.class_space == 'rafdb7' and raf.dan.centres == 8   # the script's 8 centres
+  assert (raf.optim.name, raf.optim.lr, raf.optim.momentum, raf.optim.weight_decay) == (
+      'sgd', 0.1, 0.9, 1e-4)
+  assert raf.optim.schedule == 'step' and tuple(raf.optim.step_epochs) == (10, 20, 30)
+  assert raf.optim.decay_rate == 0.1 and raf.train.epochs == 40 and raf.batch_size == 256
+  assert config_lib.load(os.path.join(REPO, 'configs', 'dan_rafdb.py:centres=7')).dan.centres == 7
+  an8 = config_lib.load(os.path.join(REPO, 'configs', 'dan_affectnet8.py'))
+  assert an8.data.class_space == 'affectnet8' and an8.dan.centres == 0
+  assert (an8.optim.name, an8.optim.lr, an8.optim.weight_decay) == ('adam', 1e-4, 0.0)
+  assert (an8.optim.schedule, an8.optim.decay_rate, an8.optim.decay_per) == (
+      'exponential', 0.6, 'epoch')
+  assert an8.data.sampler == 'imbalance' and an8.data.sampler_power == 1.0
+  with pytest.raises(ValueError, match='fewer than the 8 classes'):
+    methods.build(config_lib.load(os.path.join(REPO, 'configs', 'dan_affectnet8.py:centres=7')))
+
+
 def smoke_cfg(tmp_path, **overrides):
   cfg = config_lib.load(f'{SYNTH}:smoke')
   with cfg.unlocked():
@@ -265,6 +283,28 @@ def test_features_start_from_msceleb_style_weights(tmp_path):
   jax.tree.map(np.testing.assert_allclose, loaded['params']['features'], v['params'])
   jax.tree.map(np.testing.assert_allclose, loaded['batch_stats']['features'], v['batch_stats'])
   assert set(loaded['params']) == set(fresh['params'])
+
+
+def test_run_starts_from_an_official_checkpoint(tmp_path):
+  """dan.official_weights: a released-style checkpoint ({'iter', 'model_state_dict', ...})
+  becomes the whole model; eval outputs equal the PyTorch DAN's, the centres stay fresh."""
+  torch.manual_seed(1)
+  official = _scale_torch(randomize_bn(ref.DAN(num_class=8, num_head=2, width=8).eval(), 1), 1)
+  path = str(tmp_path / 'affecnet8_epoch5_acc0.6209.pth')
+  torch.save({'iter': 5, 'model_state_dict': official.state_dict(), 'optimizer_state_dict': {}},
+             path)
+  cfg = smoke_cfg(tmp_path, **{'dan.official_weights': path, 'model.stage_sizes': (2, 2, 2, 2)})
+  method = methods.build(cfg)
+  fresh = jax.jit(method.model.init)(jax.random.key(0), jnp.zeros((1, 48, 48, 3)))
+  loaded = method.init_variables(fresh)
+  np.testing.assert_array_equal(loaded['params']['centers'], fresh['params']['centers'])
+  x = np.random.default_rng(4).normal(size=(2, 48, 48, 3)).astype(np.float32)
+  got = method.model.apply(loaded, jnp.asarray(x))
+  want, _, _ = _torch_forward(official, x)
+  np.testing.assert_allclose(np.asarray(got['logits']), want, atol=1e-4, rtol=0)
+  with pytest.raises(ValueError, match='leave dan.resnet_weights empty'):
+    methods.build(smoke_cfg(tmp_path, **{'dan.official_weights': path,
+                                         'dan.resnet_weights': path}))
 
 
 def test_smoke_training_run(tmp_path):
