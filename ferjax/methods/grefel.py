@@ -24,12 +24,13 @@ evaluates the primary head alone, as ARBEx does by default.
 """
 from __future__ import annotations
 
-import flax.linen as nn
+import functools
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ferjax import labels, losses
+from ferjax import labels, losses, runtime
 from ferjax.methods import Method
 from ferjax.models import grefel as net
 from ferjax.models.irse import ir50
@@ -72,6 +73,10 @@ def config_section() -> ml_collections.ConfigDict:
       # unless frozen_bn_update (PyTorch's train-mode update in POSTER++/ARBEx).
       freeze='landmark',         # | 'both' (ARBEx also freezes IR-50) | 'none'
       frozen_bn_update=False,
+      # Pre-trained streams for a fresh run (PyTorch checkpoints on the user's disk): IR-50 from
+      # face.evoLVe (MS-Celeb-1M; all four stages, or POSTER++'s body1/2/3 layout) and POSTER++'s
+      # 68-landmark MobileFaceNet (mobilefacenet_model_best.pth.tar).
+      ir50_weights='', mobilefacenet_weights='',
   ))
 
 
@@ -130,6 +135,40 @@ def center_loss(distances, label, mask, mode: str = 'paper', conf=None, dim: int
   return jnp.sum(per * valid) / jnp.maximum(valid.sum(), 1.0)
 
 
+@functools.cache
+def _state_dict(path: str, arch: str) -> dict:
+  from ferjax.interop import irse, torch as interop
+  sd = interop.load_state_dict(path)
+  if arch == 'ir50' and any(k.startswith('body1.') for k in sd):   # POSTER++'s own layout
+    sd = irse.from_poster_keys(sd)
+  runtime.say(f'grefel: {arch} weights from {path}')
+  return sd
+
+
+def pretrained(cfg):
+  """Method.init_variables: the streams named by grefel.ir50_weights / mobilefacenet_weights
+  put into a fresh initialisation (parameters and BatchNorm statistics), or None."""
+  g = cfg.grefel
+  if not (g.ir50_weights or g.mobilefacenet_weights):
+    return None
+
+  def init_variables(variables):
+    from ferjax.interop import irse, torch as interop
+    params, stats = dict(variables['params']), dict(variables['batch_stats'])
+    parts = (('image_net', 'ir50', g.ir50_weights, irse.STAGE4_KEYS),
+             ('landmark_net', 'mobilefacenet', g.mobilefacenet_weights,
+              () if g.landmark_head else ('output_layer.',)))
+    for part, arch, path, ignore in parts:
+      if path:
+        loaded = interop.from_torch(arch, _state_dict(path, arch), ignore=ignore,
+                                    abstract={'params': params[part],
+                                              'batch_stats': stats.get(part, {})})
+        params[part] = loaded['params']
+        stats[part] = loaded.get('batch_stats', stats.get(part, {}))
+    return {'params': params, 'batch_stats': stats}
+  return init_variables
+
+
 def build(cfg) -> Method:
   g = cfg.grefel
   names = labels.resolve(cfg)
@@ -177,4 +216,38 @@ def build(cfg) -> Method:
                   'none': ()}[g.freeze]
   frozen = (lambda path: path[0] in frozen_parts) if frozen_parts else None
   return Method('grefel', model, loss, predict, names, metrics=('classification',),
-                frozen=frozen)
+                frozen=frozen, init_variables=pretrained(cfg), report=report)
+
+
+def spread(probs, valid) -> dict:
+  """Fig. 9's numbers of a set's distributions: mean max and min probability, mean std."""
+  p = np.asarray(probs, np.float64)[valid]
+  return {'max': float(p.max(-1).mean()), 'min': float(p.min(-1).mean()),
+          'std': float(p.std(-1).mean())}
+
+
+def report(result) -> list:
+  """The primary head's confusion matrix next to the evaluation's corrected one (Fig. 4:
+  without and with RB) and the probability spread before and after RB (Fig. 9)."""
+  import json
+  import os
+  from ferjax import metrics, plots
+  from ferjax.data import sources
+  pred, data, out_dir = result.predictions, result.targets, result.out_dir
+  stem = sources.display_name(result.spec).replace('/', '_')
+  valid = (np.asarray(data['mask']) > 0) & (np.asarray(data['label']) >= 0)
+  if not valid.any():
+    return []
+  names = result.method.class_names
+  cls = metrics.classification_report(data['label'], pred['primary_probs'], names,
+                                      mask=data['mask'])
+  paths = [plots.plot_confusion(np.asarray(cls['confusion']), names,
+                                os.path.join(out_dir, f'confusion_primary_{stem}.png'),
+                                title=f'{result.spec}: primary head (without RB)')]
+  numbers = {'accuracy_primary': 100.0 * float(cls['accuracy']),
+             'spread_primary': spread(pred['primary_probs'], valid),
+             'spread_final': spread(pred['probs'], valid)}
+  paths.append(os.path.join(out_dir, f'grefel_rb_{stem}.json'))
+  with open(paths[-1], 'w') as f:
+    json.dump(numbers, f, indent=1)
+  return paths

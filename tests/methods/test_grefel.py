@@ -5,6 +5,7 @@ balancing (with torch.nn.MultiheadAttention) re-stated in PyTorch with the same 
 the losses and eqs 10-19 by hand in numpy. Then the full-size network traced (parameter count)
 and a smoke run through ferjax.trainer.train.
 """
+import json
 import os
 
 import jax
@@ -283,4 +284,39 @@ def test_smoke_training_and_evaluation(tmp_path):
   reports = trainer.train(cfg, str(tmp_path))
   r = reports['synthetic:lab:test']
   assert r['n'] == 16 and 0 <= r['accuracy'] <= 100
-  assert os.path.exists(tmp_path / 'eval' / 'step_2' / 'results.json')
+  out = tmp_path / 'eval' / 'step_2'
+  assert os.path.exists(out / 'results.json')
+  assert os.path.getsize(out / 'confusion_primary_lab_test.png') > 0     # Fig. 4 without RB
+  rb = json.loads((out / 'grefel_rb_lab_test.json').read_text())        # Fig. 9's numbers
+  assert 0 <= rb['spread_final']['min'] <= rb['spread_final']['max'] <= 1
+
+
+def test_pretrained_streams_load_and_the_frozen_landmark_net_keeps_its_statistics(tmp_path):
+  from tests.interop import face_refs
+  torch.manual_seed(0)
+  ir, mfn = face_refs.IRBackbone(4), face_refs.randomize_prelu(face_refs.MobileFaceNet())
+  with torch.no_grad():
+    for bn in (ir.body[20].res_layer[4], mfn.conv1.bn):
+      bn.running_mean.normal_()
+  torch.save(ir.state_dict(), tmp_path / 'ir50.pth')          # face.evoLVe's full IR-50
+  torch.save({'state_dict': mfn.state_dict()}, tmp_path / 'mobilefacenet_model_best.pth.tar')
+  cfg = load(**{'grefel.ir50_weights': str(tmp_path / 'ir50.pth'), 'grefel.freeze': 'landmark',
+                'grefel.mobilefacenet_weights': str(tmp_path / 'mobilefacenet_model_best.pth.tar')})
+  method = methods.build(cfg)
+  abstract = jax.eval_shape(lambda: method.model.init(
+      {'params': jax.random.key(0), 'dropout': jax.random.key(1)}, dummy_input(cfg)))
+  v = method.init_variables(abstract)
+  kernel = ir.body[20].res_layer[3].weight.detach().permute(2, 3, 1, 0).numpy()
+  np.testing.assert_array_equal(v['params']['image_net']['body_20']['res_layer_3']['kernel'],
+                                kernel)
+  np.testing.assert_array_equal(v['batch_stats']['image_net']['body_20']['res_layer_4']['mean'],
+                                ir.body[20].res_layer[4].running_mean.numpy())
+  np.testing.assert_array_equal(v['batch_stats']['landmark_net']['conv1']['bn']['mean'],
+                                mfn.conv1.bn.running_mean.numpy())
+  np.testing.assert_array_equal(v['params']['landmark_net']['conv_3']['model_0']['conv']['prelu']
+                                ['slope'], mfn.conv_3.model[0].conv.prelu.weight.detach().numpy())
+  assert method.frozen(('landmark_net', 'conv1', 'conv', 'kernel'))
+  assert not method.frozen(('image_net', 'input_layer_0', 'kernel'))
+  assert method.model.landmark_net.bn_frozen and not method.model.image_net.bn_frozen
+  update = methods.build(load(**{'grefel.frozen_bn_update': True}))
+  assert not update.model.landmark_net.bn_frozen    # PyTorch's train-mode statistics
