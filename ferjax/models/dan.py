@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ferjax.models import layers
-from ferjax.models.layers import Norm
 
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 linear_init = nn.initializers.normal(0.001)
@@ -82,6 +81,19 @@ class CrossAttentionHead(nn.Module):
     return ChannelAttention(self.hidden, self.norm, self.dtype, name='ca')(sa)   # (B, C)
 
 
+class Norm:
+  """BatchNorm factory with torch's epsilon and a two-pass variance: the AFN's fc outputs (and
+  the spatial attention's maps) carry means far above their spread, where Flax's default
+  E[x^2] - E[x]^2 loses float32 precision and the train-mode gradients drift by percents."""
+
+  def __init__(self, train: bool, momentum: float, dtype):
+    self.train, self.momentum, self.dtype = train, momentum, dtype
+
+  def __call__(self, name):
+    return nn.BatchNorm(use_running_average=not self.train, momentum=self.momentum,
+                        epsilon=1e-5, dtype=self.dtype, use_fast_variance=False, name=name)
+
+
 def _torch_linear_init(fan_in: int):
   bound = 1.0 / np.sqrt(fan_in)
 
@@ -114,7 +126,7 @@ class DAN(nn.Module):
   def __call__(self, image, train: bool = False):
     _, maps = self.features(image, train=train, return_maps=True)
     x = maps[-1].astype(jnp.float32)                                      # (B, h, w, C)
-    norm = Norm(train, self.bn_momentum, 1e-5, self.dtype)
+    norm = Norm(train, self.bn_momentum, self.dtype)
     heads = jnp.stack([CrossAttentionHead(self.hidden, norm, self.dtype, name=f'cat_head{i}')(x)
                        for i in range(self.num_heads)], axis=1).astype(jnp.float32)  # (B, H, C)
     if self.num_heads > 1 and self.afn_logsoftmax:

@@ -236,6 +236,17 @@ def test_heads_initialise_as_the_reference():
   assert np.std(params['centers']) == pytest.approx(1.0, rel=0.1)   # torch.randn
 
 
+def test_afn_logsoftmax_switch():
+  """afn_logsoftmax=False sums the raw heads (the multi-task model of paper 004)."""
+  x = jnp.asarray(np.random.default_rng(6).normal(size=(2, 32, 32, 3)), jnp.float32)
+  on = dan_interop.build(num_classes=7, width=8)
+  variables = on.init(jax.random.key(0), x)
+  raw = dan_interop.build(num_classes=7, width=8, afn_logsoftmax=False).apply(variables, x)
+  heads = on.apply(variables, x)['heads']
+  np.testing.assert_allclose(jax.nn.log_softmax(raw['heads'], axis=1), heads, atol=1e-6)
+  assert not np.allclose(raw['heads'], heads)
+
+
 # ---------------------------------------------------------------------------------------------
 # The method: MS-Celeb start, smoke training run
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +316,40 @@ def test_run_starts_from_an_official_checkpoint(tmp_path):
   with pytest.raises(ValueError, match='leave dan.resnet_weights empty'):
     methods.build(smoke_cfg(tmp_path, **{'dan.official_weights': path,
                                          'dan.resnet_weights': path}))
+
+
+def test_training_loss_and_gradients_match_the_official_step(tmp_path):
+  """Train mode (batch statistics): CE + affinity + partition of the method equals the
+  official scripts' loss on the same weights, and so do the gradients of fc and the centres."""
+  torch.manual_seed(2)
+  official = _scale_torch(randomize_bn(ref.DAN(num_class=8, num_head=2, width=8), 2), 2).train()
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(6, 48, 48, 3)).astype(np.float32)
+  label = np.array([0, 1, 7, 3, 3, 5])
+  centres = torch.randn(8, 64, requires_grad=True)
+  out, feat, heads = official(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+  want = (torch.nn.functional.cross_entropy(out, torch.from_numpy(label))
+          + ref.affinity_loss(feat, centres, torch.from_numpy(label)) + ref.partition_loss(heads))
+  want.backward()
+  cfg = smoke_cfg(tmp_path, **{'model.stage_sizes': (2, 2, 2, 2)})
+  method = methods.build(cfg)
+  variables = dan_interop.from_torch(official.state_dict(), centers=centres.detach(),
+                                     **dan_interop.config_dims(cfg))
+  batch = {'label': jnp.asarray(label), 'mask': jnp.ones(6)}
+
+  def total(params):
+    outputs, _ = method.model.apply({**variables, 'params': params}, jnp.asarray(x), train=True,
+                                    mutable=['batch_stats'])
+    return method.loss(outputs, batch, 0)[0]
+
+  got, grads = jax.jit(jax.value_and_grad(total))(variables['params'])
+  assert float(got) == pytest.approx(want.item(), rel=1e-5)
+  np.testing.assert_allclose(grads['centers'], centres.grad.numpy(), atol=1e-5, rtol=1e-4)
+  # The nearly equal heads give fc outputs with a tiny batch spread, which the train-mode
+  # BatchNorm1d divides by: the reference's own float32 fc gradient is 3e-5 off its float64
+  # value here, so 1e-4 is the closest meaningful tolerance.
+  np.testing.assert_allclose(grads['fc']['kernel'], official.fc.weight.grad.numpy().T,
+                             atol=1e-4, rtol=0)
 
 
 def test_smoke_training_run(tmp_path):
