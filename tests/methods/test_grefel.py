@@ -320,3 +320,21 @@ def test_pretrained_streams_load_and_the_frozen_landmark_net_keeps_its_statistic
   assert method.model.landmark_net.bn_frozen and not method.model.image_net.bn_frozen
   update = methods.build(load(**{'grefel.frozen_bn_update': True}))
   assert not update.model.landmark_net.bn_frozen    # PyTorch's train-mode statistics
+
+
+def test_arbex_switches_zero_anchors_and_evaluation_without_correction(rb_case):
+  e, primary, params, outs = rb_case
+  method = methods.build(load('smoke,arbex'))
+  g = load('smoke,arbex').grefel
+  assert (g.num_anchors, g.anchor_init, g.attn_mode, g.final_mix) == (1, 'zeros', 'batch',
+                                                                       'arbex')
+  # Why the paper's N(0, 0.02^2) init is the default: at ARBEx's all-zero anchors the anchor
+  # loss has no gradient, so K anchors of a class could never separate.
+  zeros = jnp.zeros((C, K, E))
+  for mode in ('paper', 'arbex'):
+    assert not np.any(jax.grad(grefel.anchor_loss)(zeros, mode))
+  out = dict(outs['batch'], primary=jnp.asarray(primary), embedding=jnp.asarray(e),
+             probs=outs['batch']['final'])
+  pred = method.predict(out)
+  np.testing.assert_array_equal(pred['probs'], primary)       # ARBEx evaluates the head alone
+  np.testing.assert_allclose(np.exp(pred['logits']), primary, rtol=1e-6)
