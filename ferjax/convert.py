@@ -11,8 +11,8 @@ the ferjax variables as a Flax msgpack. --from ferjax reads such a msgpack or a 
 (the latest or --step checkpoint, loaded through ferjax.inference: no training data needed;
 --prefix picks the sub-module holding the backbone, e.g. `backbone` in the baseline method) and
 writes a state_dict for the PyTorch reference model as .safetensors (no torch needed) or
-.pt/.pth. A CAGE run without --arch exports the whole official model, head included. Keys are
-matched strictly in both directions; see ferjax.interop.torch.
+.pt/.pth. A CAGE or DAN run without --arch exports the whole official model, head included.
+Keys are matched strictly in both directions; see ferjax.interop.torch.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from ferjax import cli as cli_lib, runtime
 from ferjax.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('arch', '', 'Architecture (e.g. resnet18, clip_vit_b32); a CAGE run without '
-                    'it exports the whole model.')
+flags.DEFINE_string('arch', '', 'Architecture (e.g. resnet18, clip_vit_b32); a CAGE or DAN run '
+                    'without it exports the whole model.')
 flags.DEFINE_enum('from', None, ['torch', 'ferjax'], 'Format of --in.', required=True)
 flags.DEFINE_string('in', None, 'Input file (or a ferjax run directory).', required=True)
 flags.DEFINE_string('out', None, 'Output file.', required=True)
@@ -89,13 +89,16 @@ def read_ferjax(path: str, prefix: str, step: int | None) -> dict:
 
 def whole_model_state_dict(path: str, step: int | None) -> dict[str, np.ndarray]:
   """A run's whole model with the official module names (CAGE: torchvision MaxViT-T /
-  EfficientNetV2-S with the official head)."""
+  EfficientNetV2-S with the official head; DAN: yaoing/DAN's module names)."""
   cfg, variables = load_run(path, step)
-  if cfg.method != 'cage':
-    raise UserError(f'{path} is a {cfg.method!r} run: give --arch (and --prefix) to export its '
-                    'backbone; whole-model export exists for CAGE runs')
-  from ferjax.interop import cage
-  return cage.to_numpy_state_dict(cfg, variables)
+  if cfg.method == 'cage':
+    from ferjax.interop import cage
+    return cage.to_numpy_state_dict(cfg, variables)
+  if cfg.method == 'dan':
+    from ferjax.interop import dan
+    return dan.to_numpy_state_dict(variables, **dan.config_dims(cfg))
+  raise UserError(f'{path} is a {cfg.method!r} run: give --arch (and --prefix) to export its '
+                  'backbone; whole-model export exists for CAGE and DAN runs')
 
 
 def write_torch(sd: dict[str, np.ndarray], path: str) -> None:

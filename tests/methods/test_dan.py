@@ -363,3 +363,10 @@ def test_smoke_training_run(tmp_path):
   lines = (tmp_path / 'run' / 'metrics.jsonl').read_text()
   for key in ('loss_ce', 'loss_affinity', 'loss_partition'):
     assert key in lines
+  # The whole run exports with the official names, strictly, through ferjax.convert.
+  from ferjax import convert
+  sd = convert.whole_model_state_dict(str(tmp_path / 'run'), None)
+  want = dan_interop.to_numpy_state_dict(
+      convert.load_run(str(tmp_path / 'run'), None)[1], **dan_interop.config_dims(cfg))
+  assert sorted(sd) == sorted(want) and 'cat_head0.sa.conv1x1.0.weight' in sd
+  assert sd['fc.weight'].shape[0] == len(methods.build(cfg).class_names)
