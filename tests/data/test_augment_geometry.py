@@ -26,7 +26,8 @@ def test_warp_equals_dm_pix_affine_transform():
   offset = jnp.array([3.5, 20.25], jnp.float32)
   expected = pix.affine_transform(image, jnp.eye(3).at[:2, :2].set(a),
                                   offset=jnp.append(offset, 0.0), order=1, mode='nearest')
-  np.testing.assert_allclose(augment.warp_projective(image, augment._to_h(a, offset)), expected, atol=1e-5)
+  got = augment.warp_projective(image, augment._to_h(a, offset))
+  np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_homography_maps_the_four_points():
