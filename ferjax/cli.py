@@ -52,6 +52,16 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
   raise AssertionError('absl.app.run returned')   # it always exits
 
 
+def parse_step(value: str | None) -> int | str | None:
+  """A `--step` flag: a checkpoint step, 'best', or None for the latest."""
+  if value is None or value == 'best':
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise UserError(f"--step={value!r}: expected a step number or 'best'") from None
+
+
 def quiet_logs() -> None:
   """Library logs at WARNING unless --verbosity was given: absl.app sends INFO to stderr, and
   TFDS's line for every file it reads or writes would bury a command's output."""

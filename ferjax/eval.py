@@ -36,15 +36,6 @@ flags.DEFINE_enum('vote', 'probs', ['probs', 'logits'], 'Ensemble vote: mean pro
 flags.DEFINE_bool('overwrite', False, 'Replace an existing evaluation in the output directory.')
 
 
-def _step(value):
-  if value is None or value == 'best':
-    return value
-  try:
-    return int(value)
-  except ValueError:
-    raise UserError(f"--step={value!r}: expected a step number or 'best'") from None
-
-
 def default_out(workdir: str, step: int, specs: list[str], run_specs: list[str]) -> str:
   """WORKDIR/eval/step_N for the run's own eval sets; other sets get their names appended, so
   two evaluations never share a directory."""
@@ -86,7 +77,7 @@ def main(argv):
   runtime.setup()
   from ferjax import evaluate, inference  # heavy imports after flags are parsed
   import jax
-  workdirs, step = FLAGS.workdir, _step(FLAGS.step)
+  workdirs, step = FLAGS.workdir, cli_lib.parse_step(FLAGS.step)
   predictors = [inference.load(w, step, FLAGS.eval_examples) for w in workdirs]
   first = predictors[0]
   run_specs = [s for s in first.cfg.data.eval_sets.split(',') if s]

@@ -59,15 +59,6 @@ flags.DEFINE_bool('overwrite', False, 'Replace an existing --out.')
 EXIT_NOTHING_READ = 1
 
 
-def _step(value):
-  if value is None or value == 'best':
-    return value
-  try:
-    return int(value)
-  except ValueError:
-    raise UserError(f"--step={value!r}: expected a step number or 'best'") from None
-
-
 def _options(argv):
   from ferjax import faces, predict_run
   inputs = list(FLAGS.input) + list(argv[1:])   # `--input a b c`: b and c arrive as arguments
@@ -136,7 +127,7 @@ def main(argv):
   if jax.process_count() > 1:
     raise UserError('ferjax.predict runs in one process (on every device it sees)')
   start = time.time()
-  predictor = inference.load(FLAGS.model, _step(FLAGS.step))
+  predictor = inference.load(FLAGS.model, cli_lib.parse_step(FLAGS.step))
   if predictor.method.model_inputs is not None:
     raise UserError(f'{FLAGS.model}: method {predictor.method.name!r} takes inputs beside the '
                     'image (e.g. cached features); predict needs a model of the image alone')

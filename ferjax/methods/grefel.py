@@ -32,7 +32,7 @@ import numpy as np
 
 from ferjax import labels, losses, runtime
 from ferjax.methods import Method
-from ferjax.models import grefel as net
+from ferjax.models import grefel as net, mobilefacenet
 from ferjax.models.irse import ir50
 
 ANCHOR_LOSSES = ('paper', 'arbex')
@@ -94,8 +94,9 @@ def build_model(cfg, num_classes: int) -> net.GReFEL:
   image_net = ir50(num_stages=3, stage_sizes=tuple(g.ir_stages) + (3,), output_layer=False,
                    resize=None, bn_momentum=cfg.model.bn_momentum,
                    bn_frozen=bn_fixed(('both',)), dtype=dtype)
-  landmark_net = net.LandmarkNet(g.landmark_head, tuple(g.landmark_blocks),
-                                 cfg.model.bn_momentum, bn_fixed(('landmark', 'both')), dtype)
+  landmark_net = mobilefacenet.MobileFaceNet(
+      bn_momentum=cfg.model.bn_momentum, bn_frozen=bn_fixed(('landmark', 'both')), dtype=dtype,
+      landmark_head=g.landmark_head, blocks=tuple(g.landmark_blocks))
   rb = net.ReliabilityBalancing(num_classes, g.num_anchors, g.anchor_init, g.attn_heads,
                                 g.attn_mode, g.delta, g.rb, g.final_mix, name='rb')
   return net.GReFEL(num_classes, image_net, landmark_net, g.resize, tuple(g.heads),

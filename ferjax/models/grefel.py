@@ -43,8 +43,6 @@ import numpy as np
 
 from ferjax.models import layers
 from ferjax.models.irse import torch_nearest_resize
-from ferjax.models.layers import Norm
-from ferjax.models.mobilefacenet import GDC, ConvBlock, DepthWise, Residual
 from ferjax.models.window_attention import CrossAttentionBlock
 
 RB_MODES = ('both', 'anchors', 'attention', 'none')
@@ -201,41 +199,11 @@ def _normal(std):
   return lambda key, shape, dtype=jnp.float32: std * jax.random.normal(key, shape, dtype)
 
 
-class LandmarkNet(nn.Module):
-  """POSTER++'s MobileFaceNet (ferjax.models.mobilefacenet: the same modules, names and
-  parameters, so its checkpoints load) with an optional GDC landmark head. GReFEL discards the
-  landmarks; without the head the input may be any multiple of 16 px, not only 112. `blocks`
-  other than (4, 6, 2) only make small test networks."""
-  landmark_head: bool = True
-  blocks: Sequence[int] = (4, 6, 2)   # residual blocks of conv_3, conv_4, conv_5
-  bn_momentum: float = 0.9
-  bn_frozen: bool = False
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    norm = Norm(train and not self.bn_frozen, self.bn_momentum, 1e-5, self.dtype)
-    d = self.dtype
-    x = ConvBlock(64, 3, 2, 1, 1, norm, d, name='conv1')(x.astype(d))
-    x = ConvBlock(64, 3, 1, 1, -1, norm, d, name='conv2_dw')(x)
-    x = DepthWise(64, 128, 2, False, norm, d, name='conv_23')(x)
-    out3 = Residual(64, self.blocks[0], 128, norm, d, name='conv_3')(x)   # (B, s/4, s/4, 64)
-    x = DepthWise(128, 256, 2, False, norm, d, name='conv_34')(out3)
-    out4 = Residual(128, self.blocks[1], 256, norm, d, name='conv_4')(x)  # (B, s/8, s/8, 128)
-    x = DepthWise(128, 512, 2, False, norm, d, name='conv_45')(out4)
-    x = Residual(128, self.blocks[2], 256, norm, d, name='conv_5')(x)
-    feats = ConvBlock(512, 1, 1, 0, 1, norm, d, name='conv_6_sep')(x)  # (B, s/16, s/16, 512)
-    out = {'out3': out3, 'out4': out4, 'conv_features': feats}
-    if self.landmark_head:
-      out['landmarks'] = GDC(136, norm, d, name='output_layer')(feats)
-    return out
-
-
 class GReFEL(nn.Module):
   """The whole network: image (B, H, W, 3) -> dict of outputs (see `__call__`).
 
   image_net: an IRNet(num_stages=3, output_layer=False) (maps 'stage1'..'stage3');
-  landmark_net: a LandmarkNet ('out3', 'out4', 'conv_features'), frozen in the paper.
+  landmark_net: a MobileFaceNet ('out3', 'out4', 'conv_features'), frozen in the paper.
   rb: the ReliabilityBalancing (None: its defaults).
   windows: the window side per scale; None = the map's size (one window, as GReFEL).
   """

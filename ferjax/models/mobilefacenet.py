@@ -28,7 +28,7 @@ three and discards the landmarks).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -118,12 +118,17 @@ class MobileFaceNet(nn.Module):
     does this to 112 before calling the landmark net). The GDC head needs a 7x7 map (112 input).
   bn_frozen: BatchNorm keeps its running statistics even when train=True (POSTER++ freezes this
     net's parameters, but PyTorch's train() mode would still update its statistics).
+  landmark_head: False drops the GDC head (GReFEL uses only the maps); the input may then be any
+    multiple of 16 px. blocks: residual blocks of conv_3, conv_4, conv_5; others than (4, 6, 2)
+    only make small test networks.
   """
   embedding_size: int = 136
   resize: Optional[int] = None
   bn_momentum: float = 0.9
   bn_frozen: bool = False
   dtype: Any = jnp.float32
+  landmark_head: bool = True
+  blocks: Sequence[int] = (4, 6, 2)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -135,16 +140,18 @@ class MobileFaceNet(nn.Module):
     x = ConvBlock(64, 3, 2, 1, 1, norm, d, name='conv1')(x)       # (B, 56, 56, 64)
     x = ConvBlock(64, 3, 1, 1, -1, norm, d, name='conv2_dw')(x)
     x = DepthWise(64, 128, 2, False, norm, d, name='conv_23')(x)  # (B, 28, 28, 64)
-    out3 = Residual(64, 4, 128, norm, d, name='conv_3')(x)
+    out3 = Residual(64, self.blocks[0], 128, norm, d, name='conv_3')(x)
     x = DepthWise(128, 256, 2, False, norm, d, name='conv_34')(out3)  # (B, 14, 14, 128)
-    out4 = Residual(128, 6, 256, norm, d, name='conv_4')(x)
+    out4 = Residual(128, self.blocks[1], 256, norm, d, name='conv_4')(x)
     x = DepthWise(128, 512, 2, False, norm, d, name='conv_45')(out4)  # (B, 7, 7, 128)
-    x = Residual(128, 2, 256, norm, d, name='conv_5')(x)
+    x = Residual(128, self.blocks[2], 256, norm, d, name='conv_5')(x)
     feats = ConvBlock(512, 1, 1, 0, 1, norm, d, name='conv_6_sep')(x)  # (B, 7, 7, 512)
-    if feats.shape[1:3] != (7, 7):
-      raise ValueError(f'the GDC head needs a 7x7 map (112x112 input), got {feats.shape[1:3]}')
-    marks = GDC(self.embedding_size, norm, d, name='output_layer')(feats)
-    return {'out3': out3, 'out4': out4, 'conv_features': feats, 'landmarks': marks}
+    out = {'out3': out3, 'out4': out4, 'conv_features': feats}
+    if self.landmark_head:
+      if feats.shape[1:3] != (7, 7):
+        raise ValueError(f'the GDC head needs a 7x7 map (112x112 input), got {feats.shape[1:3]}')
+      out['landmarks'] = GDC(self.embedding_size, norm, d, name='output_layer')(feats)
+    return out
 
 
 def mobilefacenet(**kw):
