@@ -93,6 +93,7 @@ LABELS = {
     'resnet18_train_224': 'ResNet-18 train, {size} px, batch {batch}',
     'maxvit_t_train_224': 'MaxViT-T train, {size} px, batch {batch}',
     'cafe_step_224': 'CAFE step, cached CLIP vs recomputed, 224 px, batch {batch}',
+    'dan_train_112': 'DAN train (ResNet-18, 4 heads), {size} px, batch {batch}',
     'resnet18_infer_b1': 'ResNet-18 inference, {size} px, batch {batch}',
     'resnet18_infer_b64': 'ResNet-18 inference, {size} px, batch {batch}',
     'clip_features_224': 'CLIP ViT-B/32 features, 224 px, batch {batch}',
