@@ -4,13 +4,9 @@ partition), same batch, input size, float32 and Adam."""
 from __future__ import annotations
 
 import os
-import time
-
-import jax
-import numpy as np
 
 from bench.common import interleave, summary
-from bench.models import _batch, _torch_input, _xla_figures
+from bench.models import _batch, _torch_input, _xla_figures, ferjax_train_step
 
 
 def _ferjax_run(size: int, batch: int):
@@ -29,21 +25,11 @@ def _ferjax_run(size: int, batch: int):
 def step(size: int, batch: int, repeats: int) -> dict:
   """Training images/s of one DAN step, both frameworks, interleaved."""
   import torch
-  from ferjax import sharding
   from third_party.torch_reference import dan as ref
   torch.set_num_threads(os.cpu_count())
   run = _ferjax_run(size, batch)
   host = _batch(size, batch)
-  dev = jax.device_put(host, sharding.batch_sharding(run.mesh))
-  state = run.fresh_state()
-  t = time.perf_counter()
-  compiled = run.steps.train.lower(state, dev).compile()
-  compile_s = time.perf_counter() - t
-  box = {'state': state}
-
-  def fj():
-    box['state'], m = compiled(box['state'], dev)
-    jax.block_until_ready(m['loss'])
+  fj, compiled, compile_s = ferjax_train_step(run, host)
 
   cfg = run.cfg
   model = ref.DAN(num_class=8, num_head=cfg.dan.num_heads, width=cfg.model.width).train()

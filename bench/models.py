@@ -11,7 +11,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bench.common import interleave, summary
@@ -70,12 +69,9 @@ def _torch_input(images_u8):
   return (x - torch.from_numpy(_MEAN)) / torch.from_numpy(_STD)
 
 
-def train_step(backbone: str, size: int, batch: int, repeats: int) -> dict:
-  """Training images/s of one optimiser step, both frameworks, interleaved."""
-  import torch
-  torch.set_num_threads(os.cpu_count())
-  run = _ferjax_run(backbone, size, batch)
-  host = _batch(size, batch)
+def ferjax_train_step(run, host: dict):
+  """(one timed step, the compiled step, compile seconds) of a trainer Run on a host batch put
+  on the mesh once, as the input pipeline would have it ready."""
   from ferjax import sharding
   dev = jax.device_put(host, sharding.batch_sharding(run.mesh))
   state = run.fresh_state()
@@ -88,6 +84,16 @@ def train_step(backbone: str, size: int, batch: int, repeats: int) -> dict:
     box['state'], m = compiled(box['state'], dev)
     jax.block_until_ready(m['loss'])
 
+  return fj, compiled, compile_s
+
+
+def train_step(backbone: str, size: int, batch: int, repeats: int) -> dict:
+  """Training images/s of one optimiser step, both frameworks, interleaved."""
+  import torch
+  torch.set_num_threads(os.cpu_count())
+  run = _ferjax_run(backbone, size, batch)
+  host = _batch(size, batch)
+  fj, compiled, compile_s = ferjax_train_step(run, host)
   model = _torch_model(backbone).train()
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   label = torch.from_numpy(host['label']).long()

@@ -81,18 +81,8 @@ def abstract_variables(**dims) -> dict:
   return _ABSTRACT[key]
 
 
-def _flat(tree: Mapping, prefix=()) -> dict[tuple, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flat(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
 def _names(abstract) -> dict[tuple, tuple[str, it.Transform]]:
-  return {p: name(p[0], p[1:], tuple(a.shape)) for p, a in _flat(abstract).items()
+  return {p: name(p[0], p[1:], tuple(a.shape)) for p, a in it._leaves(abstract).items()
           if p != CENTRES}
 
 
@@ -109,8 +99,8 @@ def _fail(what: str, dims: Mapping, missing, unexpected, bad) -> None:
 def to_numpy_state_dict(variables: Mapping, **dims) -> dict[str, np.ndarray]:
   """ferjax DAN variables -> the official state_dict (numpy), BN `num_batches_tracked` 0."""
   abstract = abstract_variables(**dims)
-  names, want = _names(abstract), _flat(abstract)
-  flat = {p: v for p, v in _flat({k: variables[k] for k in ('params', 'batch_stats')
+  names, want = _names(abstract), it._leaves(abstract)
+  flat = {p: v for p, v in it._leaves({k: variables[k] for k in ('params', 'batch_stats')
                                   if k in variables}).items() if p != CENTRES}
   missing = ['/'.join(p) for p in names if p not in flat]
   unexpected = ['/'.join(p) for p in flat if p not in names]
@@ -141,7 +131,7 @@ def from_torch(state_dict: Mapping[str, Any], centers=None, seed: int = 0, **dim
   fresh N(0, 1) centres with `seed`, as the reference's loss module starts.
   """
   abstract = abstract_variables(**dims)
-  names, want = _names(abstract), _flat(abstract)
+  names, want = _names(abstract), it._leaves(abstract)
   sd = {k: it.to_numpy(v) for k, v in state_dict.items()}
   wanted = {key for key, _ in names.values()}
   extra = set(it.bn_tracked(dict.fromkeys(wanted)))   # num_batches_tracked: never read
