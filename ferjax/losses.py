@@ -275,3 +275,109 @@ def inverse_frequency_weights(counts) -> np.ndarray:
   inv = np.where(present, 1.0 / np.where(present, counts, 1.0), 0.0)
   inv *= present.sum() / inv[present].sum()
   return inv.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Losses on target distributions (paper 002, section 3.6.3 and Fig. 26)
+# ---------------------------------------------------------------------------
+#
+# Each is the Keras loss of the same name applied to the softmax output p and a target
+# distribution y (both [B, K]); the per-example values are then masked-averaged as everywhere
+# here. Keras reduces element-wise losses with a mean over the class axis (MSE, MAE, log-cosh,
+# Poisson, Huber) and sums the others (cross-entropy, KL divergence, cosine similarity).
+# KERAS_EPSILON is Keras' backend epsilon, used where Keras clips.
+
+KERAS_EPSILON = 1e-7
+
+
+def _probs(logits: Array) -> Array:
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def _dist_mse(p, y):
+  return jnp.mean((p - y) ** 2, axis=-1)
+
+
+def _dist_mae(p, y):
+  return jnp.mean(jnp.abs(p - y), axis=-1)
+
+
+def _dist_cce(logp, y):
+  # Keras clips p to [eps, 1 - eps] before the log; log_softmax is the same value wherever no
+  # probability is that close to 0 or 1 and keeps the gradient there.
+  return -jnp.sum(y * logp, axis=-1)
+
+
+def _dist_kld(p, y):
+  y = jnp.clip(y, KERAS_EPSILON, 1.0)
+  p = jnp.clip(p, KERAS_EPSILON, 1.0)
+  return jnp.sum(y * jnp.log(y / p), axis=-1)
+
+
+def _l2_normalize(x):
+  # tf.math.l2_normalize: x / sqrt(max(sum x^2, 1e-12)).
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+
+
+def _dist_cosine(p, y):
+  return -jnp.sum(_l2_normalize(y) * _l2_normalize(p), axis=-1)
+
+
+def _dist_log_cosh(p, y):
+  x = p - y
+  # log(cosh(x)) = x + softplus(-2x) - log 2, Keras' overflow-free form.
+  return jnp.mean(x + jax.nn.softplus(-2.0 * x) - jnp.log(2.0), axis=-1)
+
+
+def _dist_hinge(p, y):
+  pos = jnp.sum(y * p, axis=-1)
+  neg = jnp.max((1.0 - y) * p, axis=-1)
+  return jnp.maximum(neg - pos + 1.0, 0.0)
+
+
+def _dist_poisson(p, y):
+  return jnp.mean(p - y * jnp.log(p + KERAS_EPSILON), axis=-1)
+
+
+def _dist_huber(p, y, delta: float = 1.0):
+  # Keras' default delta = 1. Probabilities differ by at most 1, so on these inputs Huber is
+  # half the MSE; it is kept because the paper's "ten" losses appear to include it.
+  a = jnp.abs(p - y)
+  return jnp.mean(jnp.where(a <= delta, 0.5 * a * a, delta * a - 0.5 * delta * delta), axis=-1)
+
+
+def _dist_multi_target(p, y):
+  # microsoft/FERPlus 'multi_target' mode: -log max_k(y_k p_k) with y its (1 - eps) 1[t > 0] + eps
+  # encoding, so the loss rewards whichever accepted emotion the model already favours.
+  return -jnp.log(jnp.maximum(jnp.max(y * p, axis=-1), 1e-30))
+
+
+# name -> (per-example function, whether it takes log-probabilities). 'pld' is cross-entropy
+# against the one-hot the input pipeline draws from the target each epoch (ferplus.draw_labels):
+# the draw is keyed by (seed, epoch, example), so it happens on the host, not here.
+_DIST = {
+    'mse': (_dist_mse, False), 'pld': (_dist_cce, True), 'cce': (_dist_cce, True),
+    'kld': (_dist_kld, False), 'cosine': (_dist_cosine, False),
+    'log_cosh': (_dist_log_cosh, False), 'mae': (_dist_mae, False),
+    'hinge': (_dist_hinge, False), 'poisson': (_dist_poisson, False),
+    'huber': (_dist_huber, False), 'multi_target': (_dist_multi_target, False),
+}
+# The ten of paper 002's Fig. 26 (Poisson and Huber assumed: the paper names eight).
+DISTRIBUTION_LOSSES = ('mse', 'pld', 'cce', 'kld', 'cosine', 'log_cosh', 'mae', 'hinge',
+                       'poisson', 'huber')
+LOSS_NAMES = tuple(_DIST)
+
+
+def distribution_loss(name: str, logits: Array, targets: Array,
+                      mask: Optional[Array] = None) -> Array:
+  """Masked mean of the loss `name` (LOSS_NAMES) between softmax(logits) and `targets` [B, K].
+
+  Rows whose target is all zero (no label) count as padding.
+  """
+  if name not in _DIST:
+    raise ValueError(f'unknown distribution loss {name!r}; known: {LOSS_NAMES}')
+  fn, wants_log = _DIST[name]
+  y = targets.astype(jnp.float32)
+  x = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1) if wants_log else _probs(logits)
+  m = _batch_mask(y.shape[0], mask) * (jnp.sum(y, axis=-1) > 0)
+  return _masked_mean(fn(x, y), m)
