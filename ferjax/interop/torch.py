@@ -327,3 +327,10 @@ def _load_numpy_pickle(path: str) -> dict[str, np.ndarray]:
   if not isinstance(obj, Mapping):
     raise ConversionError(f'{path}: holds a {type(obj).__name__}, not a {{name: array}} dict')
   return {k: np.asarray(v) for k, v in obj.items()}
+
+
+def load_bundle(path: str, device: str = 'cpu'):
+  """A ferjax export bundle as a ready PyTorch model with its preprocessing and class names
+  (see ferjax.interop.torch_bundle)."""
+  from ferjax.interop import torch_bundle
+  return torch_bundle.load_bundle(path, device)

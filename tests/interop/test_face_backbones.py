@@ -1,6 +1,6 @@
 """IR-50 and MobileFaceNet (POSTER++ / GReFEL face backbones): parity both ways, key errors.
 
-The references are the test-only torch modules of tests/interop/face_refs.py. Both directions
+The references are the PyTorch modules of third_party/torch_reference/faces.py. Both directions
 are checked from a fresh start: torch weights -> ferjax (outputs match, and exporting gives the
 original state_dict back), and ferjax weights -> torch (the exported model, loaded strictly,
 gives ferjax's outputs). BatchNorm statistics and PReLU slopes are randomised on both sides.
@@ -19,7 +19,7 @@ from flax import traverse_util  # noqa: E402
 
 from ferjax.interop import irse as irse_map  # noqa: E402
 from ferjax.interop import torch as it  # noqa: E402
-from tests.interop import face_refs as fr  # noqa: E402
+from third_party.torch_reference import faces as fr  # noqa: E402
 from tests.interop.parity import randomize_bn  # noqa: E402
 
 ATOL = 1e-4

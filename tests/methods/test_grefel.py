@@ -292,7 +292,7 @@ def test_smoke_training_and_evaluation(tmp_path):
 
 
 def test_pretrained_streams_load_and_the_frozen_landmark_net_keeps_its_statistics(tmp_path):
-  from tests.interop import face_refs
+  from third_party.torch_reference import faces as face_refs
   torch.manual_seed(0)
   ir, mfn = face_refs.IRBackbone(4), face_refs.randomize_prelu(face_refs.MobileFaceNet())
   with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Test-only PyTorch references of the IR-50 and MobileFaceNet face backbones.
+"""PyTorch IR-50 and MobileFaceNet face backbones with the upstream module names.
 
 No pip package ships these, so they are written here from the architecture descriptions of
 face.evoLVe's `Backbone([112, 112], 50, 'ir')` (POSTER++'s 3-stage variant included) and of
