@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from ferjax import presets
 from ferjax.errors import ConfigError
 
 # Dataset specs for the synthetic benchmark: 'synthetic:DOMAIN:SPLIT'.
@@ -62,6 +63,14 @@ def base_config() -> ml_collections.ConfigDict:
       bagging_disjoint=False,    # members take disjoint slices
       label_noise=0.0,           # fraction of training labels flipped (noise studies)
       label_noise_mode='symmetric',  # or 'asymmetric' (class c -> c + 1)
+      # Targets from annotator votes (ferjax.data.label_modes; FERPlus, the synthetic set).
+      label_mode='plurality',    # | majority | probability | crossentropy | multi_target |
+                                 # distribution (paper 002)
+      nhot=0,                    # 1..8: keep the N largest target entries (training set only)
+      clean='paper',             # label_mode=distribution: 'paper' (Un + NF > 3) or 'msft'
+      vote_floor=0,              # votes <= this zeroed first (the reference: 1)
+      split='official',          # 'paper': pool data.train; eval sets 'ordinary', 'complex'
+      test_fraction=0.1,         # split='paper': the ordinary test set's share
   ))
 
   c.augment = ml_collections.ConfigDict(dict(
@@ -94,6 +103,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict(dict(
       target='hard',             # 'hard' (label) or 'soft' (label_dist)
+      name='cce',                # soft targets: losses.LOSS_NAMES (paper 002's ten and more)
       label_smoothing=0.0,
       va_weight=1.0,             # weight of the valence/arousal MSE when va_head
   ))
@@ -130,12 +140,30 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# The accelerator arguments (`gpu`, `tpu`, `chips=N`) of the config being loaded: parse_arg
+# takes them out of every config file's arguments and finalize applies them, so that each file
+# accepts them without naming them.
+_pending_preset: dict[str, Any] = {}
+
+
 def parse_arg(arg: str | None, known: dict[str, Any]) -> dict[str, Any]:
   """Parses 'smoke,domain=lab,epochs=3' against `known` defaults.
 
   Bare words are booleans set to True. Values are Python literals where they parse as one,
-  strings otherwise. An unknown key is an error that lists the known ones.
+  strings otherwise. An unknown key is an error that lists the known ones. The accelerator
+  arguments of ferjax.presets are kept for `finalize`.
   """
+  extra = [k for k in presets.ARGS if k not in known]
+  parsed = _parse_arg(arg, dict(known, **dict.fromkeys(extra)))
+  _pending_preset.clear()
+  for k in extra:
+    value = parsed.pop(k)
+    if value is not None:
+      _pending_preset[k] = value
+  return parsed
+
+
+def _parse_arg(arg: str | None, known: dict[str, Any]) -> dict[str, Any]:
   out = dict(known)
   if not arg:
     return out
@@ -177,6 +205,9 @@ def shrink_for_smoke(c: ml_collections.ConfigDict) -> None:
 def finalize(c: ml_collections.ConfigDict, smoke: bool = False) -> ml_collections.ConfigDict:
   if smoke:
     shrink_for_smoke(c)
+  preset = dict(_pending_preset)
+  _pending_preset.clear()
+  presets.apply(c, **preset)
   c.lock()
   return c
 

@@ -2,6 +2,7 @@
 
 Multi-process: add --coordinator_address=HOST:PORT --num_processes=N --process_id=I (or set
 FERJAX_DISTRIBUTED=1 on a cluster jax can detect). See ferjax/trainer.py for resume rules.
+--dry_run compiles the train step and prints the memory per chip instead of training.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, eval 
 flags.DEFINE_string('coordinator_address', '', 'host:port of process 0 (multi-process runs).')
 flags.DEFINE_integer('num_processes', 0, 'Number of processes (multi-process runs).')
 flags.DEFINE_integer('process_id', -1, 'This process (multi-process runs).')
+flags.DEFINE_boolean('dry_run', False, 'Compile the train step for the config\'s mesh and '
+                     'print the memory one chip needs (ferjax/dry_run.py); no training.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -30,6 +33,12 @@ def main(argv):
   runtime.setup()
   sharding.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
+  if FLAGS.dry_run:
+    from ferjax import dry_run
+    report = dry_run.run(FLAGS.config)
+    if runtime.is_primary():
+      print('\n'.join(report.lines()))
+    return
   from ferjax import trainer  # after flags: importing jax-heavy modules is slow
   reports = trainer.train(FLAGS.config, FLAGS.workdir)
   if reports and runtime.is_primary():

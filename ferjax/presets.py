@@ -1,0 +1,58 @@
+"""Accelerator presets: the config arguments `gpu` and `tpu` (with `chips=N`) that every config
+file accepts, e.g. `--config configs/dan_rafdb.py:gpu,chips=8`.
+
+A preset sets bfloat16 compute (parameters stay float32), a global batch of the method's
+per-chip batch times the chips, and the `data` x `fsdp` mesh for 1, 8 or 64 chips. The per-chip
+batches keep the compiled train step's peak at about two thirds of one chip's memory (H100:
+80 GB; TPU v5e: 16 GB), leaving room for the allocator, the input pipeline's device copies and
+the evaluation step; docs/cluster.md shows the arithmetic and `python -m ferjax.train ...
+--dry_run` prints it for any config. The learning rate is the config's own: a bigger batch than
+the paper's may want it scaled (`--config.optim.lr=...`).
+"""
+from __future__ import annotations
+
+from ferjax.errors import ConfigError
+
+ACCELERATORS = ('gpu', 'tpu')
+# Config arguments handled here rather than by each config file.
+ARGS = ACCELERATORS + ('chips',)
+
+CHIP_MEMORY_GB = {'gpu': 80, 'tpu': 16}
+
+# Global batch per chip, by method, at the image size of the method's paper configs (baseline
+# and GReFEL 112 px; CAFE, CAGE and DAN 224 px). docs/cluster.md has the measured peaks.
+PER_CHIP_BATCH = {
+    'gpu': {'baseline': 1024, 'cafe': 256, 'cage': 128, 'grefel': 256, 'dan': 256},
+    'tpu': {'baseline': 256, 'cafe': 64, 'cage': 32, 'grefel': 64, 'dan': 64},
+}
+
+# chips -> (data, fsdp). Every model here fits one chip (the largest, GReFEL, is 44M
+# parameters: 0.7 GB with Adam's two moments), so data parallelism is the default; at 64 chips
+# the optimiser state is also split 8 ways over `fsdp`, which the mesh puts on the 8 chips of
+# one host (NVLink / ICI) so that its all-gathers never cross hosts.
+MESHES = {1: (1, 1), 8: (8, 1), 64: (8, 8)}
+
+
+def apply(c, gpu: bool = False, tpu: bool = False, chips: int = 1) -> None:
+  """Puts the `gpu` / `tpu` preset for `chips` chips on the (unlocked) config `c`."""
+  if gpu and tpu:
+    raise ConfigError('config arguments gpu and tpu: give one of them')
+  if not (gpu or tpu):
+    if chips != 1:
+      raise ConfigError(f'config argument chips={chips} needs gpu or tpu (e.g. gpu,chips=8)')
+    return
+  accelerator = 'gpu' if gpu else 'tpu'
+  if chips not in MESHES:
+    raise ConfigError(f'config argument chips={chips!r}: the presets know {sorted(MESHES)} '
+                      'chips; for another count set --config.mesh.data, --config.mesh.fsdp '
+                      'and --config.batch_size')
+  per_chip = PER_CHIP_BATCH[accelerator].get(c.method)
+  if per_chip is None:
+    raise ConfigError(f'method {c.method!r} has no {accelerator} preset; known: '
+                      f'{sorted(PER_CHIP_BATCH[accelerator])}')
+  c.model.dtype = 'bfloat16'
+  c.batch_size = per_chip * chips
+  c.eval_batch_size = 2 * per_chip * chips   # no gradients or optimiser state at evaluation
+  c.mesh.data, c.mesh.fsdp = MESHES[chips]
+  # Decoding and augmenting on the host must keep up with the chips of that host.
+  c.data.num_threads = max(c.data.num_threads, 16)
