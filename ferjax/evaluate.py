@@ -21,7 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ferjax import metrics, plots, runtime, sharding
-from ferjax.data import pipeline, sources
+from ferjax.data import label_modes, pipeline, sources
 
 VA_NAMES = ('valence', 'arousal')
 VAD_NAMES = ('valence', 'arousal', 'dominance')
@@ -77,6 +77,10 @@ def score(pred: dict, data: dict, class_names, groups) -> dict:
     cls = metrics.classification_report(data['label'], pred['probs'], class_names, mask=mask)
     cls['labelled'] = cls.pop('n')
     report.update(metrics.as_percent(cls))
+    if 'votes' in data:     # FERPlus-style votes: majority / any-max accuracy, by complexity
+      votes = label_modes.vote_report(data['votes'], pred['probs'], class_names, mask)
+      if votes:
+        report['votes'] = votes
   if 'multilabel' in groups and 'multilabel' in pred and 'multilabel' in data:
     report['multilabel'] = metrics.as_percent(metrics.multilabel_report(
         data['multilabel'], pred['multilabel'], class_names, k=3, mask=mask))
@@ -105,6 +109,9 @@ def summary_row(name: str, report: dict) -> dict:
   if 'accuracy' in report:
     row.update({'accuracy': report['accuracy'], 'macro_f1': report['macro_f1'],
                 'weighted_f1': report['weighted_f1']})
+  for key in ('majority_accuracy', 'anymax_accuracy'):
+    if key in report.get('votes', {}):
+      row[key] = report['votes'][key]
   if 'multilabel' in report:
     row.update({'top3_accuracy': report['multilabel']['top3_accuracy'],
                 'mean_ap': report['multilabel']['mean_ap']})
@@ -130,6 +137,8 @@ def _data_notes(eval_set) -> dict:
     notes['dropped_outside_space'] = dict(src.dropped)
   if src.unlabelled:
     notes['unlabelled_outside_space'] = dict(src.unlabelled)
+  if getattr(src, 'notes', None):   # label_modes.LabelView: examples its rules dropped
+    notes['dropped_by_label_rules'] = {k: v for k, v in src.notes.items() if v}
   return notes
 
 

@@ -18,7 +18,7 @@ import grain
 import jax
 import numpy as np
 
-from ferjax.data import order, sources, spaces
+from ferjax.data import label_modes, order, sources, spaces
 
 # The batch schema (docs/architecture.md). Keys a source lacks get neutral values and a zero mask.
 NUM_LANDMARKS = 68
@@ -55,6 +55,8 @@ def standardize(example: dict, num_classes: int) -> dict:
     out['landmarks_mask'] = np.float32(example.get('landmarks_mask', 1.0))
   # Multi-label targets (EMOTIC's 26 categories; the synthetic set's 8) and V/A/D, passed on as
   # stored: every example of one source has the same keys, so batches stay uniform.
+  if 'votes' in example:     # annotator counts: the FERPlus accuracies (label_modes.vote_report)
+    out['votes'] = np.asarray(example['votes'], np.float32)
   if 'multilabel' in example:
     out['multilabel'] = np.asarray(example['multilabel'], np.float32)
   if 'vad' in example:
@@ -83,11 +85,15 @@ def method_transform(method, spec: str, source, seed: int):
   return (hook(spec, source, seed) if hook is not None else None) or _identity
 
 
-def in_space(cfg, spec: str, num_examples: int, seed: int) -> spaces.InSpace:
-  """The source of `spec` in the run's class space, with what fell outside it said once."""
-  raw = sources.make(spec, num_examples, cfg.data.image_size, seed)
+def in_space(cfg, spec: str, num_examples: int, seed: int, train: bool = False):
+  """The source of `spec` in the run's class space and with the config's label options
+  (label_modes.view), with what fell outside or was dropped said once."""
+  opened, pooled = label_modes.pool_spec(cfg, spec)
+  num_examples = num_examples if pooled < 0 else pooled
+  raw = sources.make(opened, num_examples, cfg.data.image_size, seed)
   src = spaces.InSpace(raw, cfg.data.class_space, cfg.data.outside_space,
-                       what=sources.display_name(spec))
+                       what=sources.display_name(opened))
+  src = label_modes.view(cfg, src, spec, train)
   note = src.summary()
   if note:
     from ferjax import runtime
@@ -118,7 +124,7 @@ class TrainData:
 
   def __init__(self, cfg, seed: int, method=None):
     self.cfg, self.seed, self.method = cfg, seed, method
-    self.spaced = in_space(cfg, cfg.data.train, cfg.data.train_examples, seed)
+    self.spaced = in_space(cfg, cfg.data.train, cfg.data.train_examples, seed, train=True)
     self.source, self.pool, self.labels = order.training_source(cfg, self.spaced, seed)
     self.size = int(self.pool.size)
     self.steps_per_epoch = self.size // cfg.batch_size
@@ -134,9 +140,11 @@ class TrainData:
     batches = order.BatchOrder(self.pool, self.labels, cfg.batch_size, cfg.data.sampler,
                                self.seed, cfg.data.sampler_power)
     extra = method_transform(self.method, cfg.data.train, src, self.seed)
-    ds = grain.MapDataset.source(batches).map(
-        lambda ids: collate([extra(standardize(src[int(i)], num_classes), int(i))
-                             for i in ids[lo:lo + lb]]))
+    # 'pld' draws each example's one-hot afresh per epoch (label_modes.draw_batch).
+    draw = label_modes.draw_batch(cfg, self.seed, self.steps_per_epoch) or (lambda b, i, s: b)
+    ds = grain.MapDataset.source(batches).map_with_index(
+        lambda step, ids: draw(collate([extra(standardize(src[int(i)], num_classes), int(i))
+                                        for i in ids[lo:lo + lb]]), ids[lo:lo + lb], step))
     iter_ds = ds.to_iter_dataset(grain.ReadOptions(
         num_threads=cfg.data.num_threads,
         prefetch_buffer_size=max(cfg.data.prefetch, cfg.data.num_threads)))

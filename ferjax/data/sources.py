@@ -187,6 +187,19 @@ class PreparedSource:
           range(self.num_examples), desc=f'{self.name}:{self.split} labels')], np.int64)
     return _LABELS[key]
 
+  def votes(self) -> np.ndarray:
+    """int64 [N, 10] annotator votes of the split (canonical order, then unknown and
+    not-a-face), images not decoded; a DataError when the dataset stores none."""
+    if 'votes' not in self.features:
+      raise DataError(f'dataset {self.name!r} stores no annotator votes; label modes, N-hot '
+                      'and the paper split need them (FERPlus or the synthetic benchmark)')
+    key = (self.name, self.split, self.data_dir, self.num_examples, 'votes')
+    if key not in _LABELS:
+      src = self._source()
+      _LABELS[key] = np.stack([np.asarray(src[i]['votes'], np.int64)
+                               for i in range(self.num_examples)])
+    return _LABELS[key]
+
   def __getitem__(self, index: int) -> dict:
     index = self._check(index)
     return self.to_example(self._source()[index], index)
@@ -199,6 +212,8 @@ class PreparedSource:
            'domain': np.int32(self.domain),
            'key': key.decode('utf-8') if isinstance(key, bytes) else str(key)}
     votes = np.asarray(rec['votes'], np.float32)[:NUM_EMOTIONS] if 'votes' in rec else None
+    if votes is not None:
+      out['votes'] = np.asarray(rec['votes'], np.float32)
     if votes is not None and votes.sum() > 0:
       out['label_dist'] = votes / votes.sum()
     elif label < 0:

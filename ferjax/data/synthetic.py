@@ -226,6 +226,12 @@ _NORM2 = (PROTOTYPES ** 2).sum(1)
 _INV_NORM2 = np.where(_NORM2 > 0, 1.0 / np.maximum(_NORM2, 1e-9), 0.0)
 _NOISE = {'lab': 0.1, 'wild': 0.12, 'cartoon': 0.08, 'lowq': 0.12, 'occluded': 0.1}
 _NEUTRAL_GAIN, _TAU = 0.09, 0.02
+# Annotator lapse rate at intensity 0 (it falls linearly to 0 at full intensity): a random
+# emotion instead of the perceived one. `wild` stands in for FERPlus, whose crowd votes on
+# subtle faces spread further than the perception model alone spreads them: about 90% of
+# cleaned FERPlus images have votes on at most 3 emotions (paper 002, Fig. 17); `wild` had 94%
+# without lapses and has 90% with them (4,000 training examples, seed 0).
+_LAPSE = {'lab': 0.0, 'wild': 0.1, 'cartoon': 0.0, 'lowq': 0.0, 'occluded': 0.0}
 
 
 def simulate_votes(params: FaceParams, domain: str, rng: np.random.Generator) -> np.ndarray:
@@ -233,7 +239,8 @@ def simulate_votes(params: FaceParams, domain: str, rng: np.random.Generator) ->
 
   Each annotator sees the drawn actions through noise (more for hidden regions, which also read
   as neutral, and for degraded images), fits every class prototype at its best intensity and
-  picks by Gumbel-max over the fit gains; some say unknown (more under occlusion, degradation
+  picks by Gumbel-max over the fit gains; in `wild` some lapse to a random emotion, more often
+  on subtle faces (_LAPSE); some say unknown (more under occlusion, degradation
   and ambiguity) or not-a-face (degraded, occluded images).
   """
   vis_a = params.visibility[_ACTION_REGION]
@@ -251,6 +258,11 @@ def simulate_votes(params: FaceParams, domain: str, rng: np.random.Generator) ->
   p_nf = 0.003 + 0.1 * degr * degr + 0.1 * occl * degr
   p_unk = min(0.01 + 0.35 * occl + 0.2 * degr + (0.08 if top2[1] - top2[0] < 0.03 else 0.0), 0.6)
   r = rng.random(NUM_VOTES)
+  # Crowd workers' lapses: a random emotion. Drawn from the same uniforms (no new draws, so
+  # the example's later draws stay as they were), above the unknown / not-a-face band.
+  lo, p_lapse = p_nf + p_unk, _LAPSE[domain] * (1.0 - params.intensity)
+  lapse = (r >= lo) & (r < lo + p_lapse)
+  choice[lapse] = ((r[lapse] - lo) / p_lapse * NUM_CLASSES).astype(np.int64) % NUM_CLASSES
   choice[r < p_nf + p_unk] = 8
   choice[r < p_nf] = 9
   return np.bincount(choice, minlength=NUM_VOTES).astype(np.int32)
@@ -332,6 +344,16 @@ class SyntheticFaces:
     dom, split = DOMAINS.index(self.domain), SPLITS.index(self.split)
     return np.array([int(np.random.default_rng([self.seed, dom, split, i]).random() * NUM_CLASSES)
                      for i in range(self.num_examples)], np.int64)
+
+  def votes(self) -> np.ndarray:
+    """int32 [N, 10] votes without rendering: make_example draws them from the same generator
+    right after the face parameters, and rendering draws nothing from it."""
+    dom, split = DOMAINS.index(self.domain), SPLITS.index(self.split)
+    out = np.empty((self.num_examples, NUM_VOTES), np.int32)
+    for i in range(self.num_examples):
+      rng = np.random.default_rng([self.seed, dom, split, i])
+      out[i] = simulate_votes(sample_params(rng, self.domain), self.domain, rng)
+    return out
 
   def __repr__(self) -> str:
     return (f'SyntheticFaces(domain={self.domain!r}, split={self.split!r}, '

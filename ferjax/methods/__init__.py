@@ -33,7 +33,7 @@ from ferjax import labels
 
 # Metric group -> the batch keys it scores against.
 METRIC_GROUPS = {
-    'classification': ('label', 'label_dist'),
+    'classification': ('label', 'label_dist', 'votes'),
     'regression': ('va', 'va_mask', 'vad', 'vad_mask'),
     'multilabel': ('multilabel',),
     'landmarks': ('landmarks', 'landmarks_mask'),

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from ferjax import labels, losses, models
+from ferjax.data import label_modes
+from ferjax.models import vgg
 from ferjax.methods import Method
 
 
@@ -34,10 +36,13 @@ def build(cfg) -> Method:
   kw = {'dtype': jnp.dtype(m.dtype)}
   if m.backbone.startswith('resnet'):   # width/depth knobs exist for the ResNet family only
     kw.update(width=m.width, stage_sizes=tuple(m.stage_sizes), bn_momentum=m.bn_momentum)
+  elif m.backbone.startswith('vgg') and m.width != 64:   # narrow VGGs for CPU budgets
+    kw['cfg'] = tuple(v if v == 'M' else v * m.width // 64 for v in vgg.CFGS[m.backbone[:5]])
   backbone = models.build(m.backbone, **kw)
   names = labels.resolve(cfg)
   model = Classifier(backbone, len(names), m.va_head, m.dropout)
   target, smoothing, va_weight = cfg.loss.target, cfg.loss.label_smoothing, cfg.loss.va_weight
+  soft_loss = label_modes.loss_name(cfg)
   if target not in ('hard', 'soft'):
     raise ValueError(f"config.loss.target={target!r}; expected 'hard' or 'soft'")
 
@@ -45,7 +50,11 @@ def build(cfg) -> Method:
     del step
     mask = batch['mask']
     if target == 'soft':
-      cls = losses.softmax_cross_entropy(outputs['logits'], batch['label_dist'], mask=mask)
+      if soft_loss == 'cce':   # unlabelled rows (all-zero targets) count as before
+        cls = losses.softmax_cross_entropy(outputs['logits'], batch['label_dist'], mask=mask)
+      else:
+        cls = losses.distribution_loss(soft_loss, outputs['logits'], batch['label_dist'],
+                                       mask=mask)
     else:
       cls = losses.cross_entropy(outputs['logits'], batch['label'], mask=mask,
                                  label_smoothing=smoothing)

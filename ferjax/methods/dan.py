@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from ferjax import labels, losses, models
+from ferjax.data import label_modes
 from ferjax.methods import Method
 from ferjax.models import dan as dan_model
 
@@ -103,12 +104,16 @@ def build(cfg) -> Method:
   d = cfg.dan
   model = build_model(cfg)
   names = labels.resolve(cfg)
+  soft, soft_loss = cfg.loss.target == 'soft', label_modes.loss_name(cfg)
 
   def loss(outputs, batch, step):
     del step
     mask = batch['mask'] * (batch['label'] >= 0)
     label = jnp.maximum(batch['label'], 0)
-    ce = losses.cross_entropy(outputs['logits'], batch['label'], mask=mask)
+    if soft:   # targets are distributions (paper 002): the configured loss replaces the CE
+      ce = losses.distribution_loss(soft_loss, outputs['logits'], batch['label_dist'], mask=mask)
+    else:
+      ce = losses.cross_entropy(outputs['logits'], batch['label'], mask=mask)
     af = affinity_loss(outputs['embedding'], outputs['centers'], label, mask)
     pt = partition_loss(outputs['heads'], mask)
     total = ce + d.affinity_weight * af + d.partition_weight * pt
