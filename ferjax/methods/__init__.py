@@ -78,6 +78,7 @@ REGISTRY = {
     'cage': 'ferjax.methods.cage',
     'grefel': 'ferjax.methods.grefel',
     'dan': 'ferjax.methods.dan',
+    'ran': 'ferjax.methods.ran',
 }
 
 

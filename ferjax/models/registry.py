@@ -83,6 +83,9 @@ ARCHS: dict[str, Arch] = {
         'ferjax.models.clip:clip_vit_b32', 'ferjax.interop.clip:KEYS',
         'transformers.CLIPVisionModelWithProjection (openai/clip-vit-base-patch32)',
         input_shape=(1, 224, 224, 3), init_kwargs={'train': False}),
+    'ran': Arch('ferjax.interop.ran:build', 'ferjax.interop.ran:KEYS',
+                "RAN (kaiwang960112/Challenge-condition-FER-dataset attention_rank_loss.py)",
+                backbone=False),
     'cafe': Arch('ferjax.interop.cafe:build', 'ferjax.interop.cafe:KEYS',
                  'CAFE official Model (ResNet-18 as features.N + fc)', backbone=False),
 }

@@ -1,0 +1,101 @@
+"""The RAN method (ferjax.methods.ran): the region-biased loss against the authors' formula in
+torch, the whole loss on soft and hard targets, its options, and a smoke training run."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ferjax import config as config_lib, methods, trainer
+from ferjax.methods import ran
+
+torch = pytest.importorskip('torch')
+
+from third_party.torch_reference import ran as ref  # noqa: E402
+
+
+def smoke_cfg(**overrides):
+  c = config_lib.base_config()
+  c.method = 'ran'
+  c.model.va_head = False
+  c.loss.target = 'soft'
+  c.data.train = 'synthetic:lab:train'
+  c.data.eval_sets = 'synthetic:lab:test'
+  config_lib.shrink_for_smoke(c)
+  c.data.train_examples = 32
+  c.data.eval_examples = 16
+  c.ran = dict(ran.DEFAULTS)
+  c.update_from_flattened_dict(overrides)
+  return config_lib.finalize(c)
+
+
+@pytest.mark.parametrize('margin', [0.02, 0.1])
+def test_region_biased_loss_matches_the_authors(margin):
+  rng = np.random.default_rng(0)
+  alphas = jax.nn.softmax(jnp.asarray(rng.normal(size=(6, 8)) * 0.2, jnp.float32), axis=1)
+  part_max, org = alphas[:, :-1].max(1), alphas[:, -1]
+  want = ref.region_biased_loss(torch.from_numpy(np.array(part_max))[:, None],
+                                torch.from_numpy(np.array(org))[:, None], margin)
+  got = ran.region_biased_loss(part_max, org, margin)
+  assert float(got) == pytest.approx(float(want), rel=1e-6)
+  assert 0 < float(got)                      # some rows violate the margin at this spread
+  by_hand = np.mean([max(0.0, margin - (p - o)) for p, o in zip(np.array(part_max),
+                                                                 np.array(org))])
+  assert float(got) == pytest.approx(by_hand, rel=1e-6)
+  mask = jnp.array([1, 1, 1, 0, 0, 0], jnp.float32)   # padding rows leave the mean
+  want3 = ref.region_biased_loss(torch.from_numpy(np.array(part_max[:3]))[:, None],
+                                 torch.from_numpy(np.array(org[:3]))[:, None], margin)
+  assert float(ran.region_biased_loss(part_max, org, margin, mask)) == pytest.approx(
+      float(want3), rel=1e-6)
+
+
+def _outputs(b=4, k=8):
+  rng = np.random.default_rng(1)
+  alphas = jax.nn.softmax(jnp.asarray(rng.normal(size=(b, 8)), jnp.float32), axis=1)
+  logits = jnp.asarray(rng.normal(size=(b, k)), jnp.float32)
+  return {'logits': logits, 'part_max': alphas[:, :-1].max(1), 'org': alphas[:, -1]}
+
+
+def _batch(b=4, k=8):
+  rng = np.random.default_rng(2)
+  dist = rng.dirichlet(np.ones(k), size=b).astype(np.float32)
+  return {'label_dist': jnp.asarray(dist), 'label': jnp.asarray(dist.argmax(1)),
+          'mask': jnp.ones(b)}
+
+
+def test_loss_is_classification_plus_weighted_region_term():
+  out, batch = _outputs(), _batch()
+  method = methods.build(smoke_cfg(**{'ran.rb_weight': 0.5, 'ran.margin': 0.3}))
+  total, metrics = method.loss(out, batch, 0)
+  logp = jax.nn.log_softmax(out['logits'])
+  soft_ce = -np.mean(np.sum(np.asarray(batch['label_dist']) * np.asarray(logp), 1))
+  rb = np.mean(np.maximum(0.3 - (np.asarray(out['part_max']) - np.asarray(out['org'])), 0))
+  assert float(metrics['loss_cls']) == pytest.approx(soft_ce, rel=1e-5)
+  assert float(metrics['loss_rb']) == pytest.approx(rb, rel=1e-5) and rb > 0
+  assert float(total) == pytest.approx(soft_ce + 0.5 * rb, rel=1e-5)
+  hard = methods.build(smoke_cfg(**{'loss.target': 'hard'}))
+  _, m_hard = hard.loss(out, batch, 0)
+  nll = -np.mean(np.take_along_axis(np.asarray(logp), np.asarray(batch['label'])[:, None], 1))
+  assert float(m_hard['loss_cls']) == pytest.approx(nll, rel=1e-5)
+
+
+def test_options_and_backbone_checks():
+  c = config_lib.base_config()
+  c.method = 'ran'
+  assert ran.options(c, 'ran', ran.DEFAULTS)['margin'] == 0.02    # no section: defaults
+  c.ran = {'margni': 0.1}
+  with pytest.raises(ValueError, match=r"unknown keys \['margni'\]"):
+    ran.options(c, 'ran', ran.DEFAULTS)
+  with pytest.raises(ValueError, match='ResNet backbone'):
+    methods.build(smoke_cfg(**{'model.backbone': 'vgg16'}))
+  method = methods.build(smoke_cfg(**{'ran.crops': ((0.0, 0.0, 0.5, 0.5),)}))
+  v = jax.eval_shape(method.model.init, jax.random.key(0), jnp.zeros((1, 48, 48, 3)))
+  out = jax.eval_shape(method.model.apply, v, jnp.zeros((2, 48, 48, 3)))
+  assert out['alphas'].shape == (2, 2)    # one crop + the whole face
+
+
+def test_smoke_training_run(tmp_path):
+  cfg = smoke_cfg()
+  reports = trainer.train(cfg, str(tmp_path / 'run'))
+  assert 0.0 <= reports['synthetic:lab:test']['accuracy'] <= 100.0
+  lines = (tmp_path / 'run' / 'metrics.jsonl').read_text()
+  assert 'loss_rb' in lines and 'loss_cls' in lines
