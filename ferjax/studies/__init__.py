@@ -1,0 +1,1 @@
+"""Studies: multi-run experiments of one paper as one resumable command."""
