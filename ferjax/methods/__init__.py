@@ -79,6 +79,7 @@ REGISTRY = {
     'grefel': 'ferjax.methods.grefel',
     'dan': 'ferjax.methods.dan',
     'ran': 'ferjax.methods.ran',
+    'mten': 'ferjax.methods.mten',
 }
 
 

@@ -86,6 +86,9 @@ ARCHS: dict[str, Arch] = {
     'ran': Arch('ferjax.interop.ran:build', 'ferjax.interop.ran:KEYS',
                 "RAN (kaiwang960112/Challenge-condition-FER-dataset attention_rank_loss.py)",
                 backbone=False),
+    'mten': Arch('ferjax.interop.mten:build', 'ferjax.interop.mten:KEYS',
+                 'torchvision efficientnet_b2(num_classes=C + 2) (HSEmotion-style multi-task '
+                 'head)', backbone=False),
     'cafe': Arch('ferjax.interop.cafe:build', 'ferjax.interop.cafe:KEYS',
                  'CAFE official Model (ResNet-18 as features.N + fc)', backbone=False),
 }
