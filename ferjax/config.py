@@ -134,6 +134,7 @@ def base_config() -> ml_collections.ConfigDict:
       # 'synthetic:lab:test/macro_f1'; SET may be a display name such as 'lab/test', or 'mean'
       # over the eval sets); '' keeps none. Lower is better for names ending in rmse/mse/mae/loss.
       best_metric='',
+      profile_steps='',          # 'a:b': a jax.profiler trace of steps a..b (ferjax.profiling)
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1 = all remaining devices
@@ -284,6 +285,7 @@ def reconcile(saved) -> ml_collections.ConfigDict:
 # length, only where the schedule does not span the whole run). Everything else must match.
 RESUMABLE = (
     'train.epochs', 'train.max_steps', 'train.log_every', 'train.eval_every',
+    'train.profile_steps',
     'train.ckpt_every', 'train.keep', 'train.resume', 'train.init_from', 'train.init_exclude',
     'model.backbone_weights', 'data.eval_sets', 'data.eval_examples', 'eval_batch_size',
     'data.num_threads', 'data.num_workers', 'data.prefetch', 'mesh.data', 'mesh.fsdp',

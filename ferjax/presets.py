@@ -2,7 +2,8 @@
 file accepts, e.g. `--config configs/dan_rafdb.py:gpu,chips=8`.
 
 A preset sets bfloat16 compute (parameters stay float32), a global batch of the method's
-per-chip batch times the chips, and the `data` x `fsdp` mesh for 1, 8 or 64 chips. The per-chip
+per-chip batch times the chips, and the `data` x `fsdp` mesh (`mesh_for`: 1, 8 and 64 chips
+are the documented cases). The per-chip
 batches keep the compiled train step's peak at about two thirds of one chip's memory (H100:
 80 GB; TPU v5e: 16 GB), leaving room for the allocator, the input pipeline's device copies and
 the evaluation step; docs/cluster.md shows the arithmetic and `python -m ferjax.train ...
@@ -27,10 +28,17 @@ PER_CHIP_BATCH = {
 }
 
 # chips -> (data, fsdp). Every model here fits one chip (the largest, GReFEL, is 44M
-# parameters: 0.7 GB with Adam's two moments), so data parallelism is the default; at 64 chips
-# the optimiser state is also split 8 ways over `fsdp`, which the mesh puts on the 8 chips of
-# one host (NVLink / ICI) so that its all-gathers never cross hosts.
-MESHES = {1: (1, 1), 8: (8, 1), 64: (8, 8)}
+# parameters: 0.7 GB with Adam's two moments), so data parallelism is the default; from 64
+# chips on the parameters and optimiser state are also split 8 ways over `fsdp`, which the mesh
+# puts on the 8 chips of one host (NVLink / ICI) so that its all-gathers never cross hosts.
+FSDP_FROM_CHIPS, FSDP = 64, 8
+
+
+def mesh_for(chips: int) -> tuple[int, int]:
+  """(data, fsdp): 1 -> (1, 1), 8 -> (8, 1), 16 -> (16, 1), 64 -> (8, 8)."""
+  if chips >= FSDP_FROM_CHIPS and chips % FSDP == 0:
+    return chips // FSDP, FSDP
+  return chips, 1
 
 
 def apply(c, gpu: bool = False, tpu: bool = False, chips: int = 1) -> None:
@@ -42,10 +50,8 @@ def apply(c, gpu: bool = False, tpu: bool = False, chips: int = 1) -> None:
       raise ConfigError(f'config argument chips={chips} needs gpu or tpu (e.g. gpu,chips=8)')
     return
   accelerator = 'gpu' if gpu else 'tpu'
-  if chips not in MESHES:
-    raise ConfigError(f'config argument chips={chips!r}: the presets know {sorted(MESHES)} '
-                      'chips; for another count set --config.mesh.data, --config.mesh.fsdp '
-                      'and --config.batch_size')
+  if not isinstance(chips, int) or chips < 1:
+    raise ConfigError(f'config argument chips={chips!r}: expected a number of chips >= 1')
   per_chip = PER_CHIP_BATCH[accelerator].get(c.method)
   if per_chip is None:
     raise ConfigError(f'method {c.method!r} has no {accelerator} preset; known: '
@@ -53,6 +59,6 @@ def apply(c, gpu: bool = False, tpu: bool = False, chips: int = 1) -> None:
   c.model.dtype = 'bfloat16'
   c.batch_size = per_chip * chips
   c.eval_batch_size = 2 * per_chip * chips   # no gradients or optimiser state at evaluation
-  c.mesh.data, c.mesh.fsdp = MESHES[chips]
+  c.mesh.data, c.mesh.fsdp = mesh_for(chips)
   # Decoding and augmenting on the host must keep up with the chips of that host.
   c.data.num_threads = max(c.data.num_threads, 16)

@@ -31,6 +31,22 @@ def setup() -> None:
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
+def local_path(path: str, what: str = '--workdir') -> str:
+  """`path` as a local path: file:// URLs are accepted; other schemes (gs://, s3://) are
+  refused in one line, since checkpoints are written and checked with POSIX file operations
+  (renames, tensorstore's file driver). A bucket is used through a mount (gcsfuse, the GKE GCS
+  FUSE CSI driver): docs/cluster.md."""
+  scheme, sep, rest = path.partition('://')
+  if not sep:
+    return path
+  if scheme == 'file':
+    return rest
+  from ferjax.errors import UserError
+  raise UserError(f'{what}={path}: {scheme}:// paths are not written directly; mount the '
+                  f'bucket (e.g. gcsfuse BUCKET /mnt/BUCKET) and give the mounted path '
+                  '(docs/cluster.md, "Storage")')
+
+
 def is_primary() -> bool:
   return jax.process_index() == 0
 

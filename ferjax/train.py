@@ -31,6 +31,7 @@ def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {argv[1:]}')
   runtime.setup()
+  workdir = runtime.local_path(FLAGS.workdir)   # a bucket URL fails before jax.distributed
   sharding.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
   if FLAGS.dry_run:
@@ -40,11 +41,11 @@ def main(argv):
       print('\n'.join(report.lines()))
     return
   from ferjax import trainer  # after flags: importing jax-heavy modules is slow
-  reports = trainer.train(FLAGS.config, FLAGS.workdir)
+  reports = trainer.train(FLAGS.config, workdir)
   if reports and runtime.is_primary():
-    steps = [int(d[5:]) for d in os.listdir(os.path.join(FLAGS.workdir, 'eval'))
+    steps = [int(d[5:]) for d in os.listdir(os.path.join(workdir, 'eval'))
              if d.startswith('step_') and d[5:].isdigit()]
-    with open(os.path.join(FLAGS.workdir, 'eval', f'step_{max(steps)}', 'results.md')) as f:
+    with open(os.path.join(workdir, 'eval', f'step_{max(steps)}', 'results.md')) as f:
       print(f.read())
   sys.stdout.flush()
 

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 
 from ferjax import checkpoint, config as config_lib, evaluate as eval_lib, inference, labels
-from ferjax import methods, optim, runtime, sharding, steps as steps_lib, train_checks
+from ferjax import methods, optim, profiling, runtime, sharding, steps as steps_lib
+from ferjax import train_checks
 from ferjax.data import pipeline
 from ferjax.predictor import Predictor
 
@@ -199,6 +200,7 @@ def train(cfg, workdir: str) -> dict:
   """Trains to the end (or to SIGTERM); returns the final eval reports."""
   os.makedirs(workdir, exist_ok=True)
   labels.resolve(cfg)   # num_classes as the saved configs hold it
+  profiling.parse(cfg.train.profile_steps)   # a bad range fails before anything is built
   mngr = checkpoint.Manager(workdir, keep=cfg.train.keep)
   resuming = mngr.latest_step() is not None
   if resuming:   # before anything is built: a changed config never reuses a workdir quietly
@@ -220,6 +222,7 @@ def train(cfg, workdir: str) -> dict:
   state, origin = _initial_state(run, mngr, data_iter)
   start = int(state.step)
   log, stop, best = _Log(workdir), _Stop(), _Best(cfg, workdir)
+  profile = profiling.Profile(cfg.train.profile_steps, workdir)
   notes = run.data.spaced.summary()
   if notes:
     log.write(start, 'data', {'train': notes, 'dropped': run.data.spaced.dropped,
@@ -243,7 +246,9 @@ def train(cfg, workdir: str) -> dict:
     for step in range(start + 1, run.total_steps + 1):
       batch = sharding.to_global(next(data_iter), run.mesh)
       t0 = time.time()
-      state, metrics = run.steps.train(state, batch)
+      with profile.step(step):
+        state, metrics = run.steps.train(state, batch)
+      profile.after(step, state)
       if step == start + 1:
         jax.block_until_ready(state)
         log.write(step, 'timing', {'first_step_s': time.time() - t0})
@@ -282,6 +287,7 @@ def train(cfg, workdir: str) -> dict:
       save(int(state.step))
     return reports
   finally:
+    profile.stop()
     bar.close()
     mngr.close()
     log.close()
