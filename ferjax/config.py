@@ -89,6 +89,9 @@ def base_config() -> ml_collections.ConfigDict:
       saturation=0.0,
       hue=0.0,                   # max hue shift, fraction of a turn (<= 0.5)
       grayscale_p=0.0,
+      # Every image (train, eval, predict) to ITU-R 601 luma repeated to 3 channels before
+      # anything else: paper 002's grey 48 px input for RGB-pretrained nets.
+      grayscale=False,
       noise_std=0.0,             # Gaussian noise std on the uint8 scale (CAFE: sqrt(30))
       noise_p=0.5,
       erasing_p=0.0,             # random erasing probability (CAFE: 0.5, torchvision default)

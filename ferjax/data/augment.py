@@ -15,8 +15,9 @@ The options (config.augment; each off at its neutral value) and the papers that 
   flip, rotate_deg, crop_pad (translation), scale / shear_deg (random affine), rrc_scale /
   rrc_ratio (random resized crop, torchvision semantics), perspective + perspective_p (corner
   distortion scale, as torchvision's RandomPerspective); brightness, contrast, saturation, hue
-  (colour jitter), grayscale_p; noise_std / noise_p (Gaussian noise on the uint8 scale before
-  everything else, CAFE's `add_g`); erasing_p / erasing_scale / erasing_ratio (random erasing on
+  (colour jitter), grayscale_p; grayscale (every image grey, evaluation too: paper 002);
+  noise_std / noise_p (Gaussian noise on the uint8 scale before everything else, CAFE's
+  `add_g`); erasing_p / erasing_scale / erasing_ratio (random erasing on
   the normalised image, value 0, torchvision's default). Mix-up and Mix-augment act on the
   batch (`mix`); the train step applies the method's loss to both label sets.
 Geometry composes as torchvision applies it: resized crop of the input, then flip / affine /
@@ -231,13 +232,22 @@ def to_float(image_u8):
   return image_u8.astype(jnp.float32) / 255.0
 
 
+def to_grey(images, cfg):
+  """`grayscale`: (..., 3) -> ITU-R 601 luma repeated to 3 channels (a grey source such as
+  FER2013 stays as it is); the identity when off."""
+  if not _opt(cfg, 'grayscale', False):
+    return images
+  grey = images @ jnp.array([0.299, 0.587, 0.114], images.dtype)
+  return jnp.repeat(grey[..., None], 3, -1)
+
+
 def normalize(image, cfg):
   return (image - jnp.asarray(cfg.mean)) / jnp.asarray(cfg.std)
 
 
 def augment_batch(batch: dict, seed: int, step, cfg) -> dict:
   """Returns a copy of `batch` with `image` augmented and normalised (float32)."""
-  images = to_float(batch['image'])                                  # (B, H, W, 3) in [0, 1]
+  images = to_grey(to_float(batch['image']), cfg)                    # (B, H, W, 3) in [0, 1]
   keys = example_keys(seed, step, batch['index'])
   lm = batch.get('landmarks')
   if lm is None:
@@ -268,4 +278,4 @@ def mix(images, seed: int, step, alpha: float):
 
 
 def eval_preprocess(batch: dict, cfg) -> dict:
-  return dict(batch, image=normalize(to_float(batch['image']), cfg))
+  return dict(batch, image=normalize(to_grey(to_float(batch['image']), cfg), cfg))
