@@ -1,10 +1,17 @@
-"""Checkpoint conversion between PyTorch and ferjax.
+"""Checkpoint conversion between PyTorch and ferjax, and export bundles.
 
+  python -m ferjax.convert --from ferjax --in runs/demo --out exports/demo [--to onnx]
   python -m ferjax.convert --arch resnet18 --from torch --in resnet18.pth --out r18.msgpack \
       [--ignore fc.] [--override num_classes=7]
   python -m ferjax.convert --arch resnet18 --from ferjax --in runs/demo --prefix backbone \
       --out r18.safetensors
   python -m ferjax.convert --from ferjax --in runs/cage_c --out cage.safetensors   # whole CAGE
+
+A run directory exported to a folder (no file extension) becomes a bundle: the whole model,
+head included, as model.safetensors under the PyTorch module's key names, ferjax.json (class
+names in order, input size, mean/std, colour order, method, outputs), the run's config, and with
+--to onnx model.onnx; every shape comes from the run's saved config. Load it with
+`ferjax.interop.torch.load_bundle(DIR)`, or predict with `python -m ferjax.predict --model DIR`.
 
 --from torch reads .safetensors, or .pt/.pth/.bin with torch.load(weights_only=True), and writes
 the ferjax variables as a Flax msgpack. --from ferjax reads such a msgpack or a run directory
@@ -36,7 +43,9 @@ flags.DEFINE_multi_string('override', [], 'Model overrides k=v (e.g. num_classes
 flags.DEFINE_list('ignore', [], 'torch key prefixes to drop on purpose (e.g. fc.).')
 flags.DEFINE_string('prefix', '', 'ferjax run: the sub-module path of the backbone, '
                     '"/"-separated (e.g. backbone).')
-flags.DEFINE_integer('step', None, 'ferjax run: checkpoint step; default the latest.')
+flags.DEFINE_string('step', None, "ferjax run: checkpoint step, or 'best'; default the latest.")
+flags.DEFINE_enum('to', 'torch', ['torch', 'onnx'], 'Bundle export: onnx adds model.onnx.')
+flags.DEFINE_bool('overwrite', False, 'Replace an existing --out.')
 
 
 def parse_overrides(items) -> dict:
@@ -97,19 +106,52 @@ def whole_model_state_dict(path: str, step: int | None) -> dict[str, np.ndarray]
   if cfg.method == 'dan':
     from ferjax.interop import dan
     return dan.to_numpy_state_dict(variables, **dan.config_dims(cfg))
-  raise UserError(f'{path} is a {cfg.method!r} run: give --arch (and --prefix) to export its '
-                  'backbone; whole-model export exists for CAGE and DAN runs')
+  raise UserError(f'{path} is a {cfg.method!r} run: export a bundle (--out a folder name), or '
+                  'give --arch (and --prefix) to export its backbone; a whole-model state_dict '
+                  'file exists for CAGE and DAN runs')
+
+
+def _check_out(path: str) -> None:
+  if os.path.exists(path) and not FLAGS.overwrite:
+    raise UserError(f'--out {path} exists; pass --overwrite to replace it')
+
+
+def _write_atomic(path: str, write) -> None:
+  """write(tmp_path), then the finished file replaces `path`: a failure leaves no partial file."""
+  tmp = f'{path}.tmp-{os.getpid()}{os.path.splitext(path)[1]}'
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def write_torch(sd: dict[str, np.ndarray], path: str) -> None:
   if path.endswith('.safetensors'):
     from safetensors.numpy import save_file
-    save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, path)
+    _write_atomic(path, lambda p: save_file(
+        {k: np.ascontiguousarray(v) for k, v in sd.items()}, p))
   elif path.endswith(('.pt', '.pth', '.bin')):
     import torch
-    torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, path)
+    _write_atomic(path, lambda p: torch.save(
+        {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, p))
   else:
-    raise UserError(f'--out {path!r}: use .safetensors, .pt, .pth or .bin')
+    raise UserError(f'--out {path!r}: use .safetensors, .pt, .pth or .bin (or a folder name '
+                    'for a bundle)')
+
+
+def export_bundle(src: str, dst: str) -> str:
+  from ferjax import inference
+  from ferjax.interop import bundle
+  predictor = inference.load(src, cli_lib.parse_step(FLAGS.step))
+  meta = bundle.write(predictor.cfg, predictor.host_variables(), dst, source=src,
+                      step=predictor.step, overwrite=FLAGS.overwrite, onnx=FLAGS.to == 'onnx')
+  files = [bundle.WEIGHTS, bundle.META, bundle.CONFIG] + (
+      [bundle.ONNX] if FLAGS.to == 'onnx' else [])
+  return (f'{meta["method"]} run {src} (step {predictor.step}) -> bundle {dst}: '
+          f'{", ".join(files)}; {len(meta["class_names"])} classes '
+          f'{",".join(meta["class_names"])}')
 
 
 def main(argv):
@@ -119,6 +161,16 @@ def main(argv):
   from ferjax.interop import torch as it
   overrides = parse_overrides(FLAGS.override)
   src, dst = FLAGS['in'].value, FLAGS.out
+  _check_out(dst)
+  bundle_out = not os.path.splitext(dst.rstrip('/'))[1]
+  if FLAGS.to == 'onnx' and not bundle_out:
+    raise UserError('--to onnx writes a bundle: give --out a folder name')
+  if bundle_out and FLAGS['from'].value == 'ferjax' and not FLAGS.arch:
+    if not os.path.isdir(src):
+      raise UserError(f'--in {src!r}: a bundle is exported from a run directory')
+    print(export_bundle(src, dst), file=sys.stderr)
+    return 0
+  step = cli_lib.parse_step(FLAGS.step)
   if FLAGS['from'].value == 'torch':
     import flax.serialization
     if not FLAGS.arch:
@@ -127,16 +179,21 @@ def main(argv):
       raise UserError(f'--out {dst!r}: ferjax variables are written as .msgpack')
     variables = it.from_torch(FLAGS.arch, it.load_state_dict(src), ignore=FLAGS.ignore,
                               **overrides)
-    with open(dst, 'wb') as f:
-      f.write(flax.serialization.msgpack_serialize(variables))
+    payload = flax.serialization.msgpack_serialize(variables)
+
+    def write(path):
+      with open(path, 'wb') as f:
+        f.write(payload)
+    _write_atomic(dst, write)
     n = sum(int(np.size(v)) for c in variables.values() for v in _flat(c))
   elif not FLAGS.arch:
     if not os.path.isdir(src):
       raise UserError(f'--in {src!r}: without --arch, --in must be a run directory')
-    sd = whole_model_state_dict(src, FLAGS.step)
+    sd = whole_model_state_dict(src, step)
     write_torch(sd, dst)
+    n = sum(int(np.size(v)) for v in sd.values())
   else:
-    sd = it.to_numpy_state_dict(FLAGS.arch, read_ferjax(src, FLAGS.prefix, FLAGS.step),
+    sd = it.to_numpy_state_dict(FLAGS.arch, read_ferjax(src, FLAGS.prefix, step),
                                 **overrides)
     write_torch(sd, dst)
     n = sum(int(np.size(v)) for v in sd.values())

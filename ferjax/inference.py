@@ -76,3 +76,25 @@ def load(workdir: str, step=None, eval_examples: int | None = None) -> Predictor
   variables = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
   return Predictor(cfg, method, mesh, variables, steps.build_predict(method, cfg, mesh, shardings),
                    step=step, origin=workdir)
+
+
+def from_bundle(path: str) -> Predictor:
+  """The Predictor of an export bundle (ferjax.interop.bundle): the run's config saved in it,
+  the weights converted back from their PyTorch names, strictly."""
+  import jax
+  from ferjax.interop import bundle
+  meta = bundle.read_meta(path)
+  cfg = bundle.read_config(path)
+  method = methods.build(cfg)
+  if tuple(method.class_names) != tuple(meta['class_names']):
+    raise bundle.BundleError(f'{path}: ferjax.json names the classes {meta["class_names"]}, '
+                             f'its config {list(method.class_names)}')
+  mesh = inference_mesh(cfg)
+  abstract = steps.abstract_variables(method, cfg)
+  shardings = sharding.param_sharding(mesh, abstract)
+  host = bundle.variables(cfg, bundle.read_state_dict(path))
+  host = {'params': host['params'], 'batch_stats': host.get('batch_stats', {})}
+  variables = jax.device_put(host, {'params': shardings['params'],
+                                    'batch_stats': shardings.get('batch_stats', {})})
+  return Predictor(cfg, method, mesh, variables, steps.build_predict(method, cfg, mesh, shardings),
+                   step=meta['source'].get('step'), origin=path)

@@ -1,5 +1,10 @@
 """Prediction on your own photos and videos:
-`python -m ferjax.predict --model RUN_DIR --input PATH [PATH ...] --out preds.csv|preds.jsonl`.
+`python -m ferjax.predict --model RUN_DIR|BUNDLE_DIR --input PATH [PATH ...] --out preds.csv`.
+
+Models: a training run's directory (its latest checkpoint, or --step), or an export bundle
+(python -m ferjax.convert --from ferjax --in RUN_DIR --out BUNDLE_DIR [--to onnx]). --backend
+auto runs a bundle that has model.onnx in ONNX Runtime when JAX would run on the CPU (faster
+there), and everything else in JAX; --backend jax|onnxruntime|torch picks one.
 
 Inputs: image files, folders (read recursively), glob patterns ('shots/**/*.jpg', quoted), a
 text file listing paths (`@list.txt` or --input_list), and videos (.mp4 .mov .avi .webm .mkv),
@@ -34,7 +39,11 @@ from ferjax import cli as cli_lib
 from ferjax.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model', None, 'Run directory (holds checkpoints/).', required=True)
+flags.DEFINE_string('model', None, 'Run directory (holds checkpoints/) or export bundle '
+                    '(holds ferjax.json).', required=True)
+flags.DEFINE_enum('backend', 'auto', ['auto', 'jax', 'onnxruntime', 'torch'],
+                  'auto: onnxruntime for a bundle with model.onnx on a CPU-only machine, else '
+                  'jax. onnxruntime and torch run bundles.')
 flags.DEFINE_multi_string('input', [], 'Image, folder, glob pattern, video, or @LIST.txt; '
                           'repeat the flag or list several paths after it.')
 flags.DEFINE_multi_string('input_list', [], 'Text file with one input path per line.')
@@ -106,6 +115,24 @@ def _hide_read_only_notice() -> None:
       lambda record: 'is read only' not in str(record.msg))
 
 
+def _check_image_only(path: str, model=None) -> None:
+  """Methods that take inputs beside the image (CAFE's cached CLIP features) cannot predict
+  from photos: a bundle says so before loading, a run once loaded."""
+  from ferjax.interop import bundle
+  method = None
+  if model is not None:
+    p = getattr(model, 'p', None)
+    if p is not None and p.method.model_inputs is not None:
+      method = p.method.name
+  elif bundle.is_bundle(path):
+    meta = bundle.read_meta(path)
+    if meta['torch'].get('extra_inputs'):
+      method = meta['method']
+  if method:
+    raise UserError(f'{path}: this {method} model takes inputs beside the image (e.g. cached '
+                    'features); predict needs a model of the image alone')
+
+
 def main(argv):
   inputs, options = _options(argv)
   from ferjax import predict_io
@@ -122,23 +149,20 @@ def main(argv):
   cli_lib.quiet_logs()
   _hide_read_only_notice()
   import jax
-  import numpy as np
-  from ferjax import inference, predict_run
+  from ferjax import predict_backends, predict_run
   if jax.process_count() > 1:
     raise UserError('ferjax.predict runs in one process (on every device it sees)')
   start = time.time()
-  predictor = inference.load(FLAGS.model, cli_lib.parse_step(FLAGS.step))
-  if predictor.method.model_inputs is not None:
-    raise UserError(f'{FLAGS.model}: method {predictor.method.name!r} takes inputs beside the '
-                    'image (e.g. cached features); predict needs a model of the image alone')
-  size = int(predictor.cfg.data.image_size)
-  shapes = jax.eval_shape(predictor.predict_fn, predictor.variables, {
-      'image': jax.ShapeDtypeStruct((predictor.mesh.size, size, size, 3), np.uint8)})
-  writer = predict_io.RowWriter(FLAGS.out, predict_run.columns(predictor.class_names, shapes),
-                                fmt)
+  _check_image_only(FLAGS.model)
+  model, backend = predict_backends.load(FLAGS.model, FLAGS.backend,
+                                         cli_lib.parse_step(FLAGS.step))
+  _check_image_only(FLAGS.model, model)
+  runtime.say(f'predict: {FLAGS.model} on {model.description}')
+  writer = predict_io.RowWriter(FLAGS.out, predict_run.columns(model.class_names,
+                                                               model.outputs()), fmt)
   bar = runtime.progress(total=len(sources), desc='predict', unit='file')
   try:
-    runner = predict_run.Runner(predictor, options, writer.write, bar)
+    runner = predict_run.Runner(model, options, writer.write, bar)
     runner.run(sources)
   finally:
     bar.close()

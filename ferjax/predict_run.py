@@ -43,14 +43,14 @@ class Options:
 
 
 def columns(class_names, outputs: dict) -> list[str]:
-  """The output's columns, from the model's class names and its prediction shapes."""
+  """The output's columns, from the model's class names and its predictions' shapes."""
   cols = BASE_COLUMNS + list(class_names) + ['pred']
   if 'va' in outputs:
     cols += ['valence', 'arousal']
   if 'vad' in outputs:
     cols += ['valence', 'arousal', 'dominance']
   if 'landmarks' in outputs:
-    n = outputs['landmarks'].shape[1]
+    n = outputs['landmarks'][1]
     cols += [f'lm{i}_{a}' for i in range(n) for a in 'xy']
   return cols + ['message']
 
@@ -66,16 +66,14 @@ class _Group:
 
 
 class Runner:
-  """Runs a Predictor over sources and hands finished rows to `write(rows)`."""
+  """Runs a model (ferjax.predict_backends) over sources and hands finished rows to
+  `write(rows)`."""
 
-  def __init__(self, predictor, options: Options, write, progress=None):
-    import jax
-    from ferjax import sharding
-    self.p, self.o, self.write, self.progress = predictor, options, write, progress
-    self.size = int(predictor.cfg.data.image_size)
-    n = predictor.mesh.size
+  def __init__(self, model, options: Options, write, progress=None):
+    self.m, self.o, self.write, self.progress = model, options, write, progress
+    self.size = int(model.size)
+    n = model.batch_multiple
     self.batch = max(n, -(-int(options.batch_size) // n) * n)   # whole global batches
-    self._sharding, self._jax = sharding, jax
     self.counts = collections.Counter()
     self.files = collections.Counter()        # read: 'image', 'video'
     self.unreadable = collections.Counter()   # 'image', 'video', 'missing'
@@ -152,15 +150,15 @@ class Runner:
       chunk = g.crops[start:start + self.batch]
       images = np.zeros((self.batch, self.size, self.size, 3), np.uint8)
       images[:len(chunk)] = np.stack(chunk)
-      batch = self._sharding.to_global({'image': images}, self.p.mesh)
-      g.outputs = (g.outputs or []) + [self.p(batch)]   # asynchronous: runs while we read on
+      # JAX runs asynchronously: the batch computes while the next one is read.
+      g.outputs = (g.outputs or []) + [self.m.submit(images)]
     previous, self._in_flight = self._in_flight, g
     if previous is not None:
       self._finish(previous)
 
   def _finish(self, g):
     if g.outputs:
-      host = [self._jax.device_get(o) for o in g.outputs]
+      host = [self.m.fetch(o) for o in g.outputs]
       out = {k: np.concatenate([h[k] for h in host])[:len(g.crops)] for k in host[0]}
       self._fill(g, out)
     self.write(g.rows)
@@ -169,7 +167,7 @@ class Runner:
                               os.path.join(self.o.overlay_dir, name))
 
   def _fill(self, g, out):
-    names = self.p.class_names
+    names = self.m.class_names
     scores = out.get('probs', out.get('multilabel'))
     for j, r in enumerate(g.crop_rows):
       row = g.rows[r]

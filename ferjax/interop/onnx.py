@@ -8,6 +8,7 @@ under those names.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -33,8 +34,10 @@ def export(path: str) -> str:
   axes = {n: {0: 'batch'} for n in names + outputs}
   # The TorchScript exporter: the dynamo one needs onnxscript, one more dependency for no gain
   # on these graphs (plain convolutions, attention and linear layers).
-  torch.onnx.export(named, tuple(inputs), out, input_names=names, output_names=outputs,
-                    dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+  with warnings.catch_warnings():   # its deprecation notice, and tracing notes on constants
+    warnings.simplefilter('ignore')
+    torch.onnx.export(named, tuple(inputs), out, input_names=names, output_names=outputs,
+                      dynamic_axes=axes, opset_version=OPSET, dynamo=False)
   return out
 
 
