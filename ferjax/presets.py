@@ -3,12 +3,12 @@ file accepts, e.g. `--config configs/dan_rafdb.py:gpu,chips=8`.
 
 A preset sets bfloat16 compute (parameters stay float32), a global batch of the method's
 per-chip batch times the chips, and the `data` x `fsdp` mesh (`mesh_for`: 1, 8 and 64 chips
-are the documented cases). The per-chip
-batches keep the compiled train step's peak at about two thirds of one chip's memory (H100:
-80 GB; TPU v5e: 16 GB), leaving room for the allocator, the input pipeline's device copies and
-the evaluation step; docs/cluster.md shows the arithmetic and `python -m ferjax.train ...
---dry_run` prints it for any config. The learning rate is the config's own: a bigger batch than
-the paper's may want it scaled (`--config.optim.lr=...`).
+are the documented cases). The per-chip batches keep the compiled train step's peak at about
+two thirds of one chip's memory (H100: 80 GB; TPU v5e: 16 GB), leaving room for the
+allocator, the input pipeline's device copies and the evaluation step. docs/cluster.md shows
+the arithmetic; `python -m ferjax.train ... --dry_run` prints it for any config. The learning
+rate is the config's own: a bigger batch than the paper's may want it scaled
+(`--config.optim.lr=...`).
 """
 from __future__ import annotations
 
@@ -21,14 +21,17 @@ ARGS = ACCELERATORS + ('chips',)
 CHIP_MEMORY_GB = {'gpu': 80, 'tpu': 16}
 
 # Global batch per chip, by method, at the image size of the method's paper configs (baseline
-# and GReFEL 112 px; CAFE, CAGE and DAN 224 px). docs/cluster.md has the measured peaks.
+# and GReFEL 112 px; CAFE, CAGE and DAN 224 px; RAN 48 px): the largest multiple of 8 whose
+# compiled peak stays under two thirds of the chip's memory, from the peak's growth per example
+# that --dry_run measured by compiling on CPU (docs/cluster.md has the table).
 PER_CHIP_BATCH = {
-    'gpu': {'baseline': 1024, 'cafe': 256, 'cage': 128, 'grefel': 256, 'dan': 256},
-    'tpu': {'baseline': 256, 'cafe': 64, 'cage': 32, 'grefel': 64, 'dan': 64},
+    'gpu': {'baseline': 2392, 'cafe': 608, 'cage': 104, 'grefel': 160, 'dan': 560,
+            'ran': 1592},
+    'tpu': {'baseline': 472, 'cafe': 120, 'cage': 16, 'grefel': 24, 'dan': 104, 'ran': 312},
 }
 
 # chips -> (data, fsdp). Every model here fits one chip (the largest, GReFEL, is 44M
-# parameters: 0.7 GB with Adam's two moments), so data parallelism is the default; from 64
+# parameters: 0.7 GB with its gradients and Adam's two moments), so data parallelism is the default; from 64
 # chips on the parameters and optimiser state are also split 8 ways over `fsdp`, which the mesh
 # puts on the 8 chips of one host (NVLink / ICI) so that its all-gathers never cross hosts.
 FSDP_FROM_CHIPS, FSDP = 64, 8
