@@ -30,10 +30,11 @@ PER_CHIP_BATCH = {
     'tpu': {'baseline': 472, 'cafe': 120, 'cage': 16, 'grefel': 24, 'dan': 104, 'ran': 312},
 }
 
-# chips -> (data, fsdp). Every model here fits one chip (the largest, GReFEL, is 44M
-# parameters: 0.7 GB with its gradients and Adam's two moments), so data parallelism is the default; from 64
-# chips on the parameters and optimiser state are also split 8 ways over `fsdp`, which the mesh
-# puts on the 8 chips of one host (NVLink / ICI) so that its all-gathers never cross hosts.
+# chips -> (data, fsdp). Every model here fits one chip (the largest, GReFEL, has 44M
+# parameters: 0.7 GB with its gradients and Adam's two moments), so data parallelism is the
+# default; from 64 chips on the parameters and optimiser state are also split 8 ways over
+# `fsdp`, the mesh's last axis: consecutive devices, i.e. the 8 GPUs of one node (NVLink), so
+# that its all-gathers stay off the network between nodes (a TPU slice has ICI between hosts).
 FSDP_FROM_CHIPS, FSDP = 64, 8
 
 
