@@ -44,8 +44,10 @@ class Report:
             f'global batch {self.global_batch} ({per_chip} per chip) at {self.image_size} px, '
             f'compute {self.dtype}',
             'per chip (GiB):']
-    rows += [f'  {k:<12} {v / GiB:8.3f}   (eval_shape)' for k, v in self.state_bytes.items()]
-    rows += [f'  {k:<12} {v / GiB:8.3f}   (XLA memory analysis)' for k, v in self.xla.items()]
+    rows += [f'  {k:<12} {v / GiB:8.3f}  {v:>15,d} bytes  (eval_shape)'
+             for k, v in self.state_bytes.items()]
+    rows += [f'  {k:<12} {v / GiB:8.3f}  {v:>15,d} bytes  (XLA memory analysis)'
+             for k, v in self.xla.items()]
     return rows
 
 
