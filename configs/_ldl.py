@@ -54,7 +54,11 @@ def set_model(c: ml_collections.ConfigDict, name: str) -> None:
     c.model.va_head = False
     c.model.width = 64              # VGG-16's own widths; smaller values narrow every layer
   elif name == 'dan':
+    # DAN's own network, losses and online augmentation (the AffectNet recipe's), with the
+    # paper's optimiser and the plain shuffled order.
     fc.sibling(__file__, '_dan').paper_config(c, 'affectnet', code_centres=False)
+    c.optim.update(dict(name='adam', lr=1e-4, weight_decay=0.0, schedule='constant',
+                        warmup_epochs=0.0))
     c.data.sampler = 'shuffle'
     c.data.image_size = 48
     c.train.epochs = 60.0
