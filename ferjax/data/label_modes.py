@@ -177,6 +177,8 @@ def view(cfg, spaced, spec: str, train: bool):
                       f'the class space {spaced.space!r} has {spaced.names}')
   votes = source_votes(spaced)
   targets, keep, why = vote_targets(votes, cfg, train or is_paper_test(cfg, spec))
+  if why and d.split == 'paper':   # the drops happen in the pool, before the split
+    why += ' in the pooled set'
   notes = {why: int((~keep).sum())} if why else {}
   positions = np.flatnonzero(keep)
   if d.split == 'paper':

@@ -82,7 +82,7 @@ def test_view_nhot_on_training_targets_only(wild):
   ordinary = label_modes.view(cfg, wild, 'ordinary', train=False)
   complex_ = label_modes.view(cfg, wild, 'complex', train=False)
   assert len(train) + len(ordinary) + len(complex_) + dropped == 300
-  assert train.notes == {'the paper cleaning (unknown + not-a-face > 3)': dropped}
+  assert train.notes == {'the paper cleaning (unknown + not-a-face > 3) in the pooled set': dropped}
   assert f'dropped {dropped} examples' in train.summary() or dropped == 0
   assert ((train.served > 0).sum(1) == 1).all()                      # 1-hot
   assert ((complex_.served > 0).sum(1) >= 4).all()                   # untouched, complex
