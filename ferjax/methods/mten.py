@@ -28,8 +28,9 @@ DEFAULTS = dict(va_weight=1.0, dropout=0.3)
 
 
 def va_loss(va, target, mask):
-  """Upstream's CCCL(valence) + CCCL(arousal) = mean over the two of (1 - CCC), unbiased."""
-  return losses.ccc_loss(va, target, mask=mask, unbiased=True)
+  """Upstream's CCCL(valence) + CCCL(arousal) = mean over the two of (1 - CCC), unbiased; 0 for
+  a batch without V/A labels (where the CCC is undefined and ferjax.losses would give 1)."""
+  return jnp.where(mask.sum() > 0, losses.ccc_loss(va, target, mask=mask, unbiased=True), 0.0)
 
 
 def build_model(cfg, dropout: float = DEFAULTS['dropout']) -> mten_model.MTEN:

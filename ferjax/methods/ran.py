@@ -4,9 +4,9 @@ FER-dataset), one of paper 002's four models. The model is ferjax.models.ran; th
   L = L_cls + rb_weight * L_RB,   L_RB = mean_i max(0, margin - (mu_max,i - mu_0,i))
 
 with mu the softmaxed self-attention weights, mu_max the largest crop weight and mu_0 the whole
-face's (the authors' `MyLoss`). The margin is 0.02 by default, as the TIP paper and the
-authors' AffectNet script (`unbalanced_sample_train/part_attention.py`) set it; their other
-scripts use 0.03 (AffectNet, simple sampler) and 0.1 (FERPlus, `attention_rank_loss.py`).
+face's (the authors' `MyLoss`). The margin is 0.02 by default, as in the authors' AffectNet
+script (`unbalanced_sample_train/part_attention.py`); their other scripts use 0.03 (AffectNet,
+simple sampler) and 0.1 (FERPlus, `attention_rank_loss.py`).
 
 L_cls is `classification_term(cfg)`: the run's classification loss on hard labels or on the
 target distributions (`label_dist`), shared with ferjax.methods.mten so that every model of the
@@ -23,6 +23,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from ferjax import labels, losses, models
+from ferjax.data import label_modes
 from ferjax.methods import Method
 from ferjax.models import ran as ran_model
 
@@ -40,25 +41,21 @@ def options(cfg, section: str, defaults: dict) -> dict:
 
 
 def classification_term(cfg):
-  """(logits, batch, mask) -> scalar: the run's classification loss.
-
-  `config.loss.name`, when the config has it and ferjax.losses offers `by_name(name)`, picks
-  the distribution loss of the label-distribution study (it takes logits, target
-  distributions and the mask). Otherwise `config.loss.target` decides: 'soft' is the
-  cross-entropy against `label_dist`, 'hard' the cross-entropy against `label` (label
+  """(logits, batch, mask) -> scalar: the run's classification loss, chosen as the baseline
+  method chooses it, so that every model of the label-distribution study trains on the same
+  loss. `config.loss.target='soft'`: the distribution loss `label_modes.loss_name(cfg)`
+  (`config.loss.name`, or the one a FERPlus label mode brings) against `label_dist`, 'cce'
+  being the plain soft cross-entropy; 'hard': the cross-entropy against `label` (label
   smoothing from `config.loss.label_smoothing`).
   """
-  loss_cfg = cfg.loss
-  name = loss_cfg.get('name', '') if hasattr(loss_cfg, 'get') else ''
-  if name and hasattr(losses, 'by_name'):
-    fn = losses.by_name(name)
-    return lambda logits, batch, mask: fn(logits, batch['label_dist'], mask=mask)
-  if name and name not in ('cce', 'cross_entropy'):
-    raise ValueError(f'config.loss.name={name!r}: ferjax.losses has no loss selection yet')
-  target, smoothing = loss_cfg.target, loss_cfg.label_smoothing
+  target, smoothing = cfg.loss.target, cfg.loss.label_smoothing
   if target == 'soft':
-    return lambda logits, batch, mask: losses.softmax_cross_entropy(
-        logits, batch['label_dist'], mask=mask)
+    name = label_modes.loss_name(cfg)
+    if name == 'cce':   # unlabelled rows (all-zero targets) count, as in the baseline
+      return lambda logits, batch, mask: losses.softmax_cross_entropy(
+          logits, batch['label_dist'], mask=mask)
+    return lambda logits, batch, mask: losses.distribution_loss(
+        name, logits, batch['label_dist'], mask=mask)
   if target == 'hard':
     return lambda logits, batch, mask: losses.cross_entropy(
         logits, batch['label'], mask=mask, label_smoothing=smoothing)

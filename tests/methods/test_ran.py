@@ -1,12 +1,15 @@
 """The RAN method (ferjax.methods.ran): the region-biased loss against the authors' formula in
 torch, the whole loss on soft and hard targets, its options, and a smoke training run."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ferjax import config as config_lib, methods, trainer
+from ferjax import config as config_lib, losses, methods, trainer
 from ferjax.methods import ran
+from tests.conftest import REPO
 
 torch = pytest.importorskip('torch')
 
@@ -93,8 +96,22 @@ def test_options_and_backbone_checks():
   assert out['alphas'].shape == (2, 2)    # one crop + the whole face
 
 
+def test_study_cell_uses_the_configured_distribution_loss():
+  """configs/_ran.py puts RAN into the label-distribution study's cells; the classification
+  term is the cell's loss (here MSE on softmax outputs), as for the baseline."""
+  cfg = config_lib.load(os.path.join(REPO, 'configs', 'ldl_synthetic.py:model=ran,loss=mse,'
+                                     'nhot=3,smoke'))
+  assert (cfg.method, cfg.model.backbone, cfg.ran.margin) == ('ran', 'resnet18', 0.02)
+  assert ran.options(cfg, 'ran', ran.DEFAULTS)['rb_weight'] == 1.0   # locked config
+  out, batch = _outputs(), _batch()
+  _, metrics = methods.build(cfg).loss(out, batch, 0)
+  want = losses.distribution_loss('mse', out['logits'], batch['label_dist'])
+  assert float(metrics['loss_cls']) == pytest.approx(float(want), rel=1e-6)
+
+
 def test_smoke_training_run(tmp_path):
-  cfg = smoke_cfg()
+  # One crop + the face: two backbone copies to compile instead of eight.
+  cfg = smoke_cfg(**{'loss.name': 'mse', 'ran.crops': ((0.0, 0.0, 0.75, 0.75),)})
   reports = trainer.train(cfg, str(tmp_path / 'run'))
   assert 0.0 <= reports['synthetic:lab:test']['accuracy'] <= 100.0
   lines = (tmp_path / 'run' / 'metrics.jsonl').read_text()

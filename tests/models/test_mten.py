@@ -1,14 +1,17 @@
 """MTEN (ferjax.models.mten, ferjax.methods.mten): forward parity with torchvision's
 efficientnet_b2(num_classes=C + 2) in both directions, built through the method, and the
 multi-task loss against upstream's CCC loss restated in torch."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ferjax import config as config_lib, methods
+from ferjax import config as config_lib, losses, methods
 from ferjax.interop import torch as it
 from ferjax.methods import mten
+from tests.conftest import REPO
 
 torch = pytest.importorskip('torch')
 torchvision = pytest.importorskip('torchvision')
@@ -112,3 +115,21 @@ def test_loss_is_classification_plus_upstream_ccc(method):
 def test_backbone_must_be_an_efficientnet():
   with pytest.raises(ValueError, match="model.backbone='efficientnet_b2'"):
     methods.build(cfg_for(**{'model.backbone': 'resnet18'}))
+
+
+def test_study_cell_uses_the_configured_distribution_loss():
+  """configs/_mten.py puts MTEN into the label-distribution study's cells with the cell's loss;
+  the study's data has no V/A labels, so the V/A term is 0."""
+  cfg = config_lib.load(os.path.join(REPO, 'configs', 'ldl_synthetic.py:model=mten,'
+                                     'loss=log_cosh,nhot=2,smoke'))
+  assert (cfg.method, cfg.model.backbone) == ('mten', 'efficientnet_b2')
+  rng = np.random.default_rng(3)
+  out = {'logits': jnp.asarray(rng.normal(size=(4, 8)), jnp.float32),
+         'va': jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)}
+  dist = jnp.asarray(rng.dirichlet(np.ones(8), size=4), jnp.float32)
+  batch = {'label_dist': dist, 'label': jnp.argmax(dist, 1), 'mask': jnp.ones(4),
+           'va': jnp.zeros((4, 2)), 'va_mask': jnp.zeros(4)}
+  total, metrics = methods.build(cfg).loss(out, batch, 0)
+  want = losses.distribution_loss('log_cosh', out['logits'], dist)
+  assert float(metrics['loss_cls']) == pytest.approx(float(want), rel=1e-6)
+  assert float(metrics['loss_va']) == 0.0 and float(total) == pytest.approx(float(want))
