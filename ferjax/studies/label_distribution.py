@@ -13,9 +13,9 @@ Each cell is one run of the project's trainer in WORKDIR/cells/MODEL-LOSS-nN, wi
 file loaded as `FILE:ARGS,model=MODEL,loss=LOSS,nhot=N` (the config file names the models it
 knows and errs on others). A finished cell leaves cell.json and is skipped next time; a killed
 sweep continues where it stopped (an interrupted cell resumes from its last checkpoint).
-WORKDIR gets results.csv (one row per cell), study.json (the wall time, summed over the
-sessions that trained cells) and fig26_losses.png, fig28_nhot_ordinary.png,
-fig29_nhot_complex.png.
+WORKDIR gets results.csv (one row per cell), study.json (the training wall time summed over
+the cells) and fig26_losses.png, fig28_nhot_ordinary.png, fig29_nhot_complex.png, rewritten
+after every cell.
 """
 from __future__ import annotations
 
@@ -194,16 +194,16 @@ def study(config: str, workdir: str, models, loss_names, nhots, grid='paper',
   rows = []
   for k, (m, l, n) in enumerate(todo):
     runtime.say(f'cell {k + 1}/{len(todo)}: {cell_name(m, l, n)}')
-    row = run_cell(config, workdir, m, l, n)
-    rows.append(row)
-  meta.update(config=config, cells=len(rows), grid=grid,
-              wall_s=round(sum(r['wall_s'] for r in rows), 1))
-  with open(meta_path, 'w') as f:
-    json.dump(meta, f, indent=1)
-  write_csv(rows, os.path.join(workdir, 'results.csv'))
-  plot_losses(rows, models[0], os.path.join(workdir, 'fig26_losses.png'))
-  plot_nhot(rows, models, nhot_loss, os.path.join(workdir, 'fig28_nhot_ordinary.png'))
-  plot_nhot(rows, models, nhot_loss, os.path.join(workdir, 'fig29_nhot_complex.png'), SETS)
+    rows.append(run_cell(config, workdir, m, l, n))
+    # The table, figures and wall time after every cell: a stopped sweep shows what it has.
+    meta.update(config=config, cells=len(rows), of=len(todo), grid=grid,
+                wall_s=round(sum(r['wall_s'] for r in rows), 1))
+    with open(meta_path, 'w') as f:
+      json.dump(meta, f, indent=1)
+    write_csv(rows, os.path.join(workdir, 'results.csv'))
+    plot_losses(rows, models[0], os.path.join(workdir, 'fig26_losses.png'))
+    plot_nhot(rows, models, nhot_loss, os.path.join(workdir, 'fig28_nhot_ordinary.png'))
+    plot_nhot(rows, models, nhot_loss, os.path.join(workdir, 'fig29_nhot_complex.png'), SETS)
   runtime.say(f'{len(rows)} cells in {workdir}/results.csv; training wall time '
               f'{meta["wall_s"]:.0f} s')
   return rows
