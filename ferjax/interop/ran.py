@@ -11,6 +11,7 @@ the submodule `backbone`, named as ferjax.models.resnet names it, so the map dro
 
   from_torch('ran', sd, num_classes=8)                # the authors' ResNet-18 RAN
   from_torch('ran', sd, num_classes=8, width=16)      # a narrower trunk (tests)
+  to_numpy_state_dict('ran', variables, **config_dims(cfg))   # a run's model
 """
 from __future__ import annotations
 
@@ -24,6 +25,16 @@ def build(num_classes: int = 8, width: int = 64, stage_sizes=(2, 2, 2, 2),
   """The RAN with a torchvision-layout ResNet trunk (18 layers at the default stage sizes)."""
   trunk = resnet.resnet18(width=width, stage_sizes=tuple(stage_sizes))
   return ran.RAN(trunk, num_classes, crops=tuple(tuple(b) for b in crops), **kw)
+
+
+def config_dims(cfg) -> dict:
+  """build() arguments that give a RAN run's variable tree (e.g. for `to_numpy_state_dict`)."""
+  from ferjax import labels
+  m = cfg.model
+  if m.backbone != 'resnet18':
+    raise it.ConversionError(f'the authors\' RAN has a ResNet-18, not {m.backbone!r}')
+  return dict(num_classes=len(labels.resolve(cfg)), width=m.width,
+              stage_sizes=tuple(m.stage_sizes))
 
 
 def name(collection: str, path: tuple, shape: tuple) -> tuple[str, it.Transform]:

@@ -96,6 +96,22 @@ def test_options_and_backbone_checks():
   assert out['alphas'].shape == (2, 2)    # one crop + the whole face
 
 
+def test_imagenet_resnet18_fits_the_shared_backbone():
+  """An ImageNet torchvision resnet18 state_dict, fc dropped, is what the trainer's
+  model.backbone_weights loads into the RAN's params['backbone']."""
+  import torchvision
+  c = config_lib.base_config()
+  c.method = 'ran'
+  c.ran = dict(ran.DEFAULTS, crops=((0.0, 0.0, 0.75, 0.75),))   # the same tree, traced faster
+  method = methods.build(config_lib.finalize(c))
+  abstract = jax.eval_shape(method.model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  target = {k: abstract[k]['backbone'] for k in ('params', 'batch_stats')}
+  from ferjax.interop import torch as it
+  loaded = it.from_torch('resnet18', torchvision.models.resnet18().state_dict(),
+                         ignore=('fc.',), abstract=target)
+  assert jax.tree.map(np.shape, loaded) == jax.tree.map(lambda a: a.shape, target)
+
+
 def test_study_cell_uses_the_configured_distribution_loss():
   """configs/_ran.py puts RAN into the label-distribution study's cells; the classification
   term is the cell's loss (here MSE on softmax outputs), as for the baseline."""
@@ -116,3 +132,14 @@ def test_smoke_training_run(tmp_path):
   assert 0.0 <= reports['synthetic:lab:test']['accuracy'] <= 100.0
   lines = (tmp_path / 'run' / 'metrics.jsonl').read_text()
   assert 'loss_rb' in lines and 'loss_cls' in lines
+  # The trained model exports with the authors' names, strictly, and comes back unchanged.
+  from ferjax import convert
+  from ferjax.interop import ran as ran_interop
+  from ferjax.interop import torch as it
+  variables = convert.load_run(str(tmp_path / 'run'), None)[1]
+  dims = ran_interop.config_dims(cfg)
+  sd = it.to_numpy_state_dict('ran', variables, **dims)
+  assert {'conv1.weight', 'layer2.0.downsample.1.running_var', 'alpha.0.weight',
+          'beta.0.bias', 'fc.weight'} <= set(sd) and sd['fc.weight'].shape == (8, 32)
+  again = it.from_torch('ran', sd, **dims)
+  jax.tree.map(np.testing.assert_array_equal, again, jax.tree.map(np.asarray, variables))

@@ -51,7 +51,10 @@ def _torch(model, x):
 
 
 def test_torch_to_ferjax_forward_parity(method, reference, faces):
-  variables = it.from_torch('mten', reference.state_dict(), num_classes=8)
+  from ferjax.interop import mten as mten_interop
+  dims = mten_interop.config_dims(cfg_for())
+  assert dims == {'num_classes': 8, 'backbone': 'efficientnet_b2'}
+  variables = it.from_torch('mten', reference.state_dict(), **dims)
   apply = jax.jit(method.model.apply)
   out = apply(variables, jnp.asarray(faces))
   want = _torch(reference, faces)
