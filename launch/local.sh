@@ -55,10 +55,20 @@ fi
 
 mkdir -p "$LOG_DIR"
 pids=()
+killer=
 stop() {
   for pid in "${pids[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
   done
+}
+# After a failure the others may sit in a collective that never completes, where the SIGTERM
+# flag is never read: they are killed after a grace period.
+stop_after_failure() {
+  stop
+  if [ -z "$killer" ]; then
+    (sleep "${FERJAX_KILL_AFTER:-60}"; kill -KILL "${pids[@]}" 2>/dev/null) &
+    killer=$!
+  fi
 }
 trap 'stop' TERM INT
 
@@ -81,23 +91,26 @@ for ((i = 0; i < N; i++)); do
 done
 
 # The first failure stops the rest: a process left waiting in a collective never exits.
-# `wait -p` names the process that ended; a trapped signal interrupts wait with none named.
+# Polled rather than `wait -n`, which misses a process that ended before it was called.
 status=0
 live=("${pids[@]}")
 while [ "${#live[@]}" -gt 0 ]; do
-  rc=0
-  done_pid=
-  wait -n -p done_pid "${live[@]}" || rc=$?
-  [ -n "$done_pid" ] || continue
   rest=()
   for pid in "${live[@]}"; do
-    [ "$pid" = "$done_pid" ] || rest+=("$pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      rest+=("$pid")
+      continue
+    fi
+    rc=0
+    wait "$pid" || rc=$?
+    if [ "$rc" != 0 ] && [ "$status" = 0 ]; then
+      status=$rc
+      echo "local.sh: process $pid exited with status $rc; stopping the others (logs in $LOG_DIR)" >&2
+      stop_after_failure
+    fi
   done
   live=("${rest[@]}")
-  if [ "$rc" != 0 ] && [ "$status" = 0 ]; then
-    status=$rc
-    echo "local.sh: process $done_pid exited with status $rc; stopping the others (logs in $LOG_DIR)" >&2
-    stop
-  fi
+  [ "${#live[@]}" = 0 ] || sleep 1
 done
+[ -z "$killer" ] || kill "$killer" 2>/dev/null || true
 exit "$status"

@@ -130,6 +130,17 @@ def test_local_print_and_bad_count():
   assert out.returncode == 2 and out.stderr.startswith('error: N=two')
 
 
+def test_local_failure_is_the_launchers_status(tmp_path):
+  out = subprocess.run(['bash', 'launch/local.sh', '2', '--', '--config=configs/nope.py',
+                        f'--workdir={tmp_path}'], cwd=REPO, text=True, capture_output=True,
+                       env=dict(os.environ, PYTHON=sys.executable,
+                                FERJAX_LOG_DIR=str(tmp_path / 'logs')), timeout=120)
+  assert out.returncode == 2   # the command's user-error status
+  assert 'error: --config=configs/nope.py' in out.stdout + out.stderr
+  assert 'exited with status 2' in out.stderr
+  assert (tmp_path / 'logs' / 'process_1.log').read_text().startswith('error: ')
+
+
 @pytest.mark.parametrize('name', ['jobset-tpu.yaml', 'jobset-gpu.yaml'])
 def test_gke_jobset_matches_its_config(name):
   """The pods x chips per pod of the manifest are the chips its config's preset is for, and
