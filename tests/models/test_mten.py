@@ -121,11 +121,11 @@ def test_backbone_must_be_an_efficientnet():
 
 
 def test_study_cell_uses_the_configured_distribution_loss():
-  """configs/_mten.py puts MTEN into the label-distribution study's cells with the cell's loss;
-  the study's data has no V/A labels, so the V/A term is 0."""
+  """configs/_mten.py puts MTEN into the label-distribution study's cells with the cell's loss
+  and, as paper 002 (FERPlus has no V/A), no V/A term."""
   cfg = config_lib.load(os.path.join(REPO, 'configs', 'ldl_synthetic.py:model=mten,'
                                      'loss=log_cosh,nhot=2,smoke'))
-  assert (cfg.method, cfg.model.backbone) == ('mten', 'efficientnet_b2')
+  assert (cfg.method, cfg.model.backbone, cfg.mten.va_weight) == ('mten', 'efficientnet_b2', 0)
   rng = np.random.default_rng(3)
   out = {'logits': jnp.asarray(rng.normal(size=(4, 8)), jnp.float32),
          'va': jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)}
@@ -135,4 +135,7 @@ def test_study_cell_uses_the_configured_distribution_loss():
   total, metrics = methods.build(cfg).loss(out, batch, 0)
   want = losses.distribution_loss('log_cosh', out['logits'], dist)
   assert float(metrics['loss_cls']) == pytest.approx(float(want), rel=1e-6)
-  assert float(metrics['loss_va']) == 0.0 and float(total) == pytest.approx(float(want))
+  assert 'loss_va' not in metrics and float(total) == pytest.approx(float(want))
+  # With the V/A term on, a batch without V/A labels adds 0 (the CCC is undefined there).
+  with_va = methods.build(cfg_for(**{'loss.name': 'log_cosh'}))
+  assert float(with_va.loss(out, batch, 0)[1]['loss_va']) == 0.0
