@@ -84,6 +84,9 @@ def source_votes(src) -> np.ndarray:
   if hasattr(base, 'votes'):
     v = np.asarray(base.votes(), np.int64)
   else:
+    if 'votes' not in base[0]:
+      raise ConfigError(f'{base!r} has no annotator votes; label_mode, nhot, split=paper and '
+                        "the 'pld' loss need them (FERPlus or the synthetic benchmark)")
     v = np.stack([np.asarray(base[i]['votes'], np.int64) for i in range(len(base))])
   if v.ndim != 2 or v.shape[1] != ferplus.NUM_EMOTIONS + 2:
     raise ConfigError(f'{base!r}: votes of shape {v.shape}; label modes need 10 vote counts')

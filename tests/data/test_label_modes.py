@@ -103,6 +103,18 @@ def test_view_errors(wild):
     label_modes.pool_spec(_cfg(), 'complex')
   assert label_modes.view(_cfg(), wild, 'x', True) is wild           # nothing on: unchanged
 
+  class NoVotes:
+    class_names = CANONICAL
+
+    def __len__(self):
+      return 1
+
+    def __getitem__(self, i):
+      return {'label': 0, 'image': None}
+
+  with pytest.raises(ConfigError, match='no annotator votes'):
+    label_modes.view(_cfg(nhot=2), InSpace(NoVotes(), 'affectnet8'), 'x', True)
+
 
 def test_pld_draws_per_epoch():
   cfg = _cfg()
