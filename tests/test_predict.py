@@ -270,15 +270,16 @@ def test_images_are_read_upright_and_8_bit(tmp_path):
 
 
 def test_faces_none_scores_each_image_whole(predictor, tmp_path):
-  from ferjax import predict_io, predict_run
+  from ferjax import predict_backends, predict_io, predict_run
   size = predictor.cfg.data.image_size
   paths = []
   for i in range(3):
     paths.append(tmp_path / f'crop{i}.png')
     Image.fromarray(_face(i, size)).save(paths[-1])
   written = []
-  runner = predict_run.Runner(predictor, predict_run.Options(faces='none', margin=0.0,
-                                                             batch_size=2), written.extend)
+  runner = predict_run.Runner(predict_backends.JaxModel(predictor),
+                              predict_run.Options(faces='none', margin=0.0, batch_size=2),
+                              written.extend)
   runner.run(predict_io.expand([str(tmp_path)]))
   assert [row['status'] for row in written] == ['ok'] * 3
   assert all((row['x'], row['y'], row['w'], row['h']) == (0, 0, size, size) for row in written)

@@ -57,5 +57,9 @@ def test_trained_run_exports_its_backbone(tmp_path):
   w = cfg.model.width
   assert sd['conv1.weight'].shape == (w, 3, 7, 7)
   r = _convert('--arch=resnet18', '--from=ferjax', f'--in={tmp_path}/run', '--prefix=backbon',
-               f'--out={tmp_path}/bb.safetensors')
+               f'--out={tmp_path}/bb2.safetensors')
   assert r.returncode != 0 and "no 'backbon'" in r.stderr
+  assert not (tmp_path / 'bb2.safetensors').exists()
+  r = _convert('--arch=resnet18', '--from=ferjax', f'--in={tmp_path}/run', '--prefix=backbone',
+               f'--out={tmp_path}/bb.safetensors', f'--override=width={cfg.model.width}')
+  assert r.returncode == 2 and '--overwrite' in r.stderr
