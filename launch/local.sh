@@ -9,8 +9,9 @@
 # XLA_FLAGS=--xla_force_host_platform_device_count=K for K devices per process; on a GPU
 # machine FERJAX_GPUS_PER_PROCESS=K gives process i the GPUs i*K .. i*K+K-1.
 # Logs: process 0 prints here; every process also writes FERJAX_LOG_DIR/process_<i>.log
-# (default runs/logs/local-<date>-<pid>). The first process to fail stops the others and its
-# exit status is this script's. SIGTERM/SIGINT are passed on, so each process saves a checkpoint.
+# (default runs/logs/local-<date>-<pid>). The first process to fail stops the others (SIGTERM,
+# then SIGKILL after FERJAX_KILL_AFTER seconds, default 60) and its exit status is this
+# script's. SIGTERM/SIGINT are passed on, so each process saves a checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
