@@ -100,6 +100,10 @@ LABELS = {
     'clip_features_224': 'CLIP ViT-B/32 features, 224 px, batch {batch}',
     'pipeline': 'input pipeline, JPEG -> 112 px, {workers} workers',
     'augment': 'on-device augmentation',
+    'predict_photos': 'predict, {num_images} photos 640x480 (decode, detect, crop, model), '
+                      'batch {batch}',
+    'predict_crops': 'predict, {num_images} face crops 112 px (decode, model), batch {batch}',
+    'predict_video_memory': 'predict, {minutes:g}-minute video at {fps} fps: memory',
 }
 
 

@@ -44,6 +44,10 @@ QUICK = {
     'clip_features_224': ('models.clip_features', dict(batch=16, repeats=3)),
     'pipeline': ('pipeline.loaders', dict(num_images=1024, workers=2, repeats=3)),
     'augment': ('pipeline.augmentation', dict(repeats=10)),
+    'predict_photos': ('predict.throughput', dict(num_images=256, batch=64, repeats=3)),
+    'predict_crops': ('predict.throughput', dict(num_images=256, batch=64, repeats=3,
+                                                 faces='none')),
+    'predict_video_memory': ('predict.video_memory', dict(minutes=10.0, fps=10)),
 }
 FULL = {
     'resnet18_train_112': ('models.train_step', dict(backbone='resnet18', size=112, batch=256,
@@ -62,8 +66,12 @@ FULL = {
     'clip_features_224': ('models.clip_features', dict(batch=128, repeats=10)),
     'pipeline': ('pipeline.loaders', dict(num_images=8192, workers=8, repeats=3)),
     'augment': ('pipeline.augmentation', dict(repeats=50)),
+    'predict_photos': ('predict.throughput', dict(num_images=1024, batch=256, repeats=5)),
+    'predict_crops': ('predict.throughput', dict(num_images=1024, batch=256, repeats=5,
+                                                 faces='none')),
+    'predict_video_memory': ('predict.video_memory', dict(minutes=10.0, fps=25)),
 }
-_UNITS = {'augment': 'img/s'}
+_UNITS = {'augment': 'img/s', 'predict_video_memory': 'frames/s'}
 
 
 def _call(path: str, kwargs: dict) -> dict:
@@ -117,6 +125,9 @@ def main(argv: list[str]) -> int:
       notes.append(f'XLA temp {r["xla_temp_mb"]:.0f} MB')
     if name == 'augment':
       notes.append(f'{r["ferjax"]["step_ms"]:.1f} ms per batch of 64 at 112 px')
+    for key in ('latency_ms', 'best', 'rss_mb'):   # the predict rows' figures
+      if key in r:
+        row[key] = r[key]
     for key in ('ferjax_exact', 'cache_gain'):     # the CAFE step's exact-mode figures
       if key in r:
         row[key] = r[key]['per_s'] if isinstance(r[key], dict) else r[key]
