@@ -240,3 +240,10 @@ def mobilevitv2_100(**overrides):
   """timm `mobilevitv2_100` (4.9M parameters with the 1000-class head)."""
   overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
   return MobileViTv2(**overrides)
+
+
+def mobilevitv2_200(**overrides):
+  """timm `mobilevitv2_200`: every width of mobilevitv2_100 doubled (stem 64, stages 128-1024;
+  18.4M parameters with the 1000-class head), the appearance network of paper 004."""
+  return mobilevitv2_100(**{'stem_channels': 64, 'channels': (128, 256, 512, 768, 1024),
+                            **overrides})

@@ -79,6 +79,9 @@ ARCHS: dict[str, Arch] = {
     'mobilevitv2_100': Arch('ferjax.models.mobilevit:mobilevitv2_100',
                             'ferjax.interop.mobilevit:KEYS', 'timm mobilevitv2_100',
                             input_shape=(1, 64, 64, 3)),
+    'mobilevitv2_200': Arch('ferjax.models.mobilevit:mobilevitv2_200',
+                            'ferjax.interop.mobilevit:KEYS', 'timm mobilevitv2_200',
+                            input_shape=(1, 64, 64, 3)),
     'clip_vit_b32': Arch(
         'ferjax.models.clip:clip_vit_b32', 'ferjax.interop.clip:KEYS',
         'transformers.CLIPVisionModelWithProjection (openai/clip-vit-base-patch32)',

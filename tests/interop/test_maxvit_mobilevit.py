@@ -231,3 +231,11 @@ def test_mobilevit_train_mode_updates_bn_and_uses_drop_path():
   assert not any(jax.tree.leaves(same))  # every BatchNorm updated its statistics
   _, kept = step(True)(v, jax.random.PRNGKey(1))
   jax.tree.map(np.testing.assert_array_equal, v['batch_stats'], kept['batch_stats'])
+
+
+def test_mobilevitv2_200_parity_both_ways():
+  # The width-2.0 net of paper 004's appearance branch: same key map, every width doubled.
+  x = np.random.default_rng(2).normal(size=(1, 64, 64, 3)).astype(np.float32)
+  roundtrip('mobilevitv2_200',
+            lambda: timm.create_model('mobilevitv2_200', pretrained=False, num_classes=10), x,
+            dict(num_classes=10), atol=2e-4)
