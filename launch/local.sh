@@ -37,7 +37,10 @@ shift
 
 PY=${PYTHON:-.venv/bin/python}
 # A port the OS reports free now; FERJAX_PORT pins one (two runs at once need different ports).
-PORT=${FERJAX_PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+PORT=${FERJAX_PORT:-$(free_port)}
 LOG_DIR=${FERJAX_LOG_DIR:-runs/logs/local-$(date +%Y%m%d-%H%M%S)-$$}
 GPUS=${FERJAX_GPUS_PER_PROCESS:-0}
 
@@ -106,7 +109,8 @@ while [ "${#live[@]}" -gt 0 ]; do
     wait "$pid" || rc=$?
     if [ "$rc" != 0 ] && [ "$status" = 0 ]; then
       status=$rc
-      echo "local.sh: process $pid exited with status $rc; stopping the others (logs in $LOG_DIR)" >&2
+      echo "local.sh: process $pid exited with status $rc; stopping the others" \
+           "(logs in $LOG_DIR)" >&2
       stop_after_failure
     fi
   done

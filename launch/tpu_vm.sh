@@ -21,7 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: TPU_NAME=NAME ZONE=ZONE launch/tpu_vm.sh [--create] [--print] -- <ferjax.train arguments>" >&2
+  echo "usage: TPU_NAME=NAME ZONE=ZONE launch/tpu_vm.sh [--create] [--print] --" \
+       "<ferjax.train arguments>" >&2
   exit 2
 }
 
@@ -66,11 +67,14 @@ quote() {
 }
 # One string per worker shell: the training arguments keep their quoting.
 TRAIN_ARGS=$(quote "$@")
-SETUP="mkdir -p ~/ferjax && tar -xzf ~/$ARCHIVE -C ~/ferjax && cd ~/ferjax && FERJAX_EXTRAS=tpu bash launch/setup.sh"
+SETUP="mkdir -p ~/ferjax && tar -xzf ~/$ARCHIVE -C ~/ferjax && cd ~/ferjax"
+SETUP="$SETUP && FERJAX_EXTRAS=tpu bash launch/setup.sh"
 if [ -n "${BUCKET:-}" ]; then
-  SETUP="$SETUP && sudo mkdir -p /mnt/gcs && sudo chown \$USER /mnt/gcs && (mountpoint -q /mnt/gcs || gcsfuse --implicit-dirs $BUCKET /mnt/gcs)"
+  SETUP="$SETUP && sudo mkdir -p /mnt/gcs && sudo chown \$USER /mnt/gcs"
+  SETUP="$SETUP && (mountpoint -q /mnt/gcs || gcsfuse --implicit-dirs $BUCKET /mnt/gcs)"
 fi
-RUN="cd ~/ferjax && FERJAX_DISTRIBUTED=1 FERJAX_CACHE_DIR=$CACHE .venv/bin/python -m ferjax.train $TRAIN_ARGS"
+RUN="cd ~/ferjax && FERJAX_DISTRIBUTED=1 FERJAX_CACHE_DIR=$CACHE"
+RUN="$RUN .venv/bin/python -m ferjax.train $TRAIN_ARGS"
 
 commands=()
 add() {
