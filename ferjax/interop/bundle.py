@@ -111,8 +111,29 @@ def torch_spec(cfg) -> dict:
     return {'module': 'cafe', 'kwargs': kwargs,
             'outputs': [_output('logits'), _output('probs', activation='softmax')],
             'extra_inputs': {'features': dict(cc.clip_overrides).get('projection_dim', 512)}}
-  raise BundleError(f'no PyTorch bundle for method {method!r} yet (baseline, cage, dan and '
-                    'cafe export; GReFEL follows its own port)')
+  if method == 'ran':
+    from ferjax.interop import ran
+    from ferjax.methods import ran as ran_method
+    d = ran.config_dims(cfg)
+    if len(d['stage_sizes']) != 4:
+      raise BundleError(f'the authors\' RAN has a four-stage ResNet, not stage_sizes '
+                        f'{tuple(d["stage_sizes"])}')
+    crops = ran_method.options(cfg, 'ran', ran_method.DEFAULTS)['crops']
+    kwargs = dict(num_classes=d['num_classes'], width=int(d['width']),
+                  layers=[int(n) for n in d['stage_sizes']],
+                  crops=[[float(f) for f in b] for b in crops])
+    return {'module': 'ran', 'kwargs': kwargs,
+            'outputs': [_output('logits', 0), _output('probs', 0, activation='softmax')]}
+  if method == 'mten':
+    from ferjax.methods import mten
+    kwargs = dict(arch=cfg.model.backbone, num_classes=c)
+    outs = [_output('logits', columns=[0, c]), _output('probs', columns=[0, c],
+                                                        activation='softmax')]
+    if mten.options(cfg, 'mten', mten.DEFAULTS)['va_weight']:
+      outs.append(_output('va', columns=[c, c + 2]))
+    return {'module': 'mten', 'kwargs': kwargs, 'outputs': outs}
+  raise BundleError(f'no PyTorch bundle for method {method!r} yet (baseline, cage, dan, cafe, '
+                    'ran and mten export)')
 
 
 def state_dict(cfg, variables: Mapping) -> dict[str, np.ndarray]:
@@ -138,7 +159,15 @@ def state_dict(cfg, variables: Mapping) -> dict[str, np.ndarray]:
   if cfg.method == 'cafe':
     return it.to_numpy_state_dict('cafe', {'params': params, 'batch_stats': stats},
                                   num_classes=len(labels.resolve(cfg)), width=int(cfg.model.width))
+  if cfg.method in ('ran', 'mten'):    # registered whole-model architectures
+    return it.to_numpy_state_dict(cfg.method, {'params': params, 'batch_stats': stats},
+                                  input_shape=_shape(cfg), **_arch_dims(cfg))
   raise BundleError(f'no PyTorch bundle for method {cfg.method!r}')
+
+
+def _arch_dims(cfg) -> dict:
+  from ferjax.interop import mten, ran
+  return (ran if cfg.method == 'ran' else mten).config_dims(cfg)
 
 
 def variables(cfg, sd: Mapping[str, Any]) -> dict:
@@ -173,6 +202,8 @@ def variables(cfg, sd: Mapping[str, Any]) -> dict:
   if cfg.method == 'cafe':
     return it.from_torch('cafe', sd, num_classes=len(labels.resolve(cfg)),
                          width=int(cfg.model.width))
+  if cfg.method in ('ran', 'mten'):
+    return it.from_torch(cfg.method, sd, input_shape=_shape(cfg), **_arch_dims(cfg))
   raise BundleError(f'no PyTorch bundle for method {cfg.method!r}')
 
 

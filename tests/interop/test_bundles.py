@@ -60,6 +60,8 @@ CASES = {
     'cage_va': ('cage_synthetic.py', 'smoke,version=va', {}),
     'dan': ('dan_synthetic.py', 'smoke', {'model.stage_sizes': (2, 2, 2, 2)}),
     'cafe': ('cafe_synthetic.py', 'cpu', {'model.stage_sizes': (2, 2, 2, 2)}),
+    'ran': ('ldl_synthetic.py', 'smoke,model=ran', {'model.stage_sizes': (2, 2, 2, 2)}),
+    'mten': ('ldl_synthetic.py', 'smoke,model=mten', {'mten.va_weight': 1.0}),
 }
 ONNX_CASES = ('baseline_resnet18_va', 'cage_combined', 'dan')
 

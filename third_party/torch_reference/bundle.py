@@ -14,6 +14,9 @@ that module with fresh weights, and `model.safetensors` then loads into it with 
   dan         the official DAN (dan.py here), yaoing/DAN's names.
   cafe        CAFE's official `Model`: the ResNet-18 mask net as `features.N` and `fc`; its
               forward takes the image and the CLIP image features.
+  ran         the authors' RAN (ran.py here), its region crops taken from the image in the
+              forward pass as ferjax takes them.
+  mten        torchvision's efficientnet_b2 with classifier[1] = Linear(1408, C + 2).
 
 Each module returns what its upstream returns; the spec's `outputs` says which output (and
 which columns of it) is which named prediction.
@@ -154,6 +157,30 @@ class CAFE(nn.Module):
     return self.fc(features * (torch.sigmoid(m) if self.sigmoid else m))
 
 
+def _ran_from_image():
+  from third_party.torch_reference.ran import RAN
+
+  class RANFromImage(RAN):
+    """The authors' RAN on whole faces: each crop box (fractions, floored to pixels) resized
+    back to the input size (bilinear, half-pixel centres), the whole face last."""
+
+    def __init__(self, crops, **kw):
+      super().__init__(**kw)
+      self.crops = [tuple(float(f) for f in b) for b in crops]
+
+    def forward(self, image):
+      import torch.nn.functional as F
+      h, w = image.shape[-2:]
+      regions = []
+      for x0, y0, x1, y1 in self.crops:
+        part = image[:, :, int(y0 * h):int(y1 * h), int(x0 * w):int(x1 * w)]
+        regions.append(F.interpolate(part, size=(h, w), mode='bilinear', align_corners=False))
+      regions.append(image)
+      return super().forward(torch.stack(regions, dim=-1))
+
+  return RANFromImage
+
+
 def build(spec: dict) -> nn.Module:
   """The module a bundle's `torch` spec names, with fresh weights, in eval mode."""
   kind, kw = spec['module'], dict(spec.get('kwargs', {}))
@@ -166,6 +193,12 @@ def build(spec: dict) -> nn.Module:
     model = DAN(**kw)
   elif kind == 'cafe':
     model = CAFE(**kw)
+  elif kind == 'ran':
+    model = _ran_from_image()(**kw)
+  elif kind == 'mten':
+    import torchvision.models as tvm
+    model = getattr(tvm, kw['arch'])()
+    model.classifier[1] = nn.Linear(model.classifier[1].in_features, kw['num_classes'] + 2)
   else:
     raise ValueError(f'unknown bundle module {kind!r}')
   return model.eval()
