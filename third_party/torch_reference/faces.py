@@ -133,26 +133,31 @@ class GDC(nn.Module):
 class MobileFaceNet(nn.Module):
   """MobileFaceNet([112, 112], embedding_size) with the GDC head under `output_layer`.
 
-  forward -> (out3, out4, conv_features, landmarks), maps NCHW.
+  forward -> (out3, out4, conv_features, landmarks), maps NCHW. `blocks` (residual blocks of
+  conv_3/4/5) and `landmark_head=False` (no GDC head; forward then returns the three maps) mirror
+  ferjax's options for small test networks; the defaults are the upstream network.
   """
 
-  def __init__(self, embedding_size: int = 136):
+  def __init__(self, embedding_size: int = 136, blocks=(4, 6, 2), landmark_head: bool = True):
     super().__init__()
     self.conv1 = ConvBlock(3, 64, 3, 2, 1)
     self.conv2_dw = ConvBlock(64, 64, 3, 1, 1, groups=64)
     self.conv_23 = DepthWise(64, 64, 2, groups=128)
-    self.conv_3 = Residual(64, 4, groups=128)
+    self.conv_3 = Residual(64, blocks[0], groups=128)
     self.conv_34 = DepthWise(64, 128, 2, groups=256)
-    self.conv_4 = Residual(128, 6, groups=256)
+    self.conv_4 = Residual(128, blocks[1], groups=256)
     self.conv_45 = DepthWise(128, 128, 2, groups=512)
-    self.conv_5 = Residual(128, 2, groups=256)
+    self.conv_5 = Residual(128, blocks[2], groups=256)
     self.conv_6_sep = ConvBlock(128, 512)
-    self.output_layer = GDC(embedding_size)
+    if landmark_head:
+      self.output_layer = GDC(embedding_size)
 
   def forward(self, x):
     out3 = self.conv_3(self.conv_23(self.conv2_dw(self.conv1(x))))
     out4 = self.conv_4(self.conv_34(out3))
     feats = self.conv_6_sep(self.conv_5(self.conv_45(out4)))
+    if not hasattr(self, 'output_layer'):
+      return out3, out4, feats
     return out3, out4, feats, self.output_layer(feats)
 
 
