@@ -61,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
       bagging_member=0,
       bagging_replace=False,     # bootstrap sample instead of a subset
       bagging_disjoint=False,    # members take disjoint slices
+      bagging_stratified=False,  # member of round(1 / fraction) disjoint stratified folds
       label_noise=0.0,           # fraction of training labels flipped (noise studies)
       label_noise_mode='symmetric',  # or 'asymmetric' (class c -> c + 1)
       # Targets from annotator votes (ferjax.data.label_modes; FERPlus, the synthetic set).

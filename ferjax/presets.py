@@ -26,9 +26,9 @@ CHIP_MEMORY_GB = {'gpu': 80, 'tpu': 16}
 # example that --dry_run measured by compiling on CPU (docs/cluster.md has the table).
 PER_CHIP_BATCH = {
     'gpu': {'baseline': 2392, 'cafe': 608, 'cage': 104, 'grefel': 160, 'dan': 560,
-            'ran': 1592, 'mten': 4312},
+            'ran': 1592, 'mten': 4312, 'mtl': 128},
     'tpu': {'baseline': 472, 'cafe': 120, 'cage': 16, 'grefel': 24, 'dan': 104, 'ran': 312,
-            'mten': 856},
+            'mten': 856, 'mtl': 24},   # mtl (two ResNet-50s): the paper's batch, not yet measured
 }
 
 # chips -> (data, fsdp). Every model here fits one chip (the largest, GReFEL, has 44M

@@ -6,7 +6,9 @@ config.data chooses (each off at its default):
   bagging_fraction   > 0: train on one ensemble member's subset (paper 004), member
                      `bagging_member`, with `bagging_replace` / `bagging_disjoint` as in
                      samplers.bagging_subset; drawn from the run's seed, so members of one
-                     ensemble share `seed` and differ in `bagging_member`
+                     ensemble share `seed` and differ in `bagging_member`;
+                     `bagging_stratified`: fold `bagging_member` of round(1 / fraction)
+                     disjoint stratified folds (samplers.stratified_fold)
   class_subsample    a fixed class-balanced subset, every class cut to the smallest one's count
                      (CAGE's valence/arousal model)
   label_noise        a fraction of the training labels flipped (GReFEL's noise studies), mode
@@ -76,7 +78,12 @@ def training_source(cfg, src, seed: int):
       labels = source_labels(src)
     pool = samplers.class_subsample(labels, seed)
   fraction = float(d.bagging_fraction)
-  if fraction > 0:
+  if fraction > 0 and d.get('bagging_stratified', False):
+    if labels is None:
+      labels = source_labels(src)
+    pool = pool[samplers.stratified_fold(labels[pool], round(1.0 / fraction),
+                                         int(d.bagging_member), seed)]
+  elif fraction > 0:
     pool = pool[samplers.bagging_subset(pool.size, fraction, int(d.bagging_member),
                                         seed, replace=bool(d.bagging_replace),
                                         disjoint=bool(d.bagging_disjoint))]

@@ -8,6 +8,7 @@ never sampled, never flipped and never counted.
   class_balanced_batches   GReFEL's batches of B images per expression
   imbalance_aware_order    sampling probability of an example proportional to n_class**-power
   bagging_subset           the training subset of one ensemble member (Jeong et al., paper 004)
+  stratified_fold          one of k disjoint stratified folds (paper 004's weak models)
   class_subsample          a class-balanced subset: every class cut to the smallest (CAGE's VA)
   inject_label_noise       synthetic label noise for noise studies (GReFEL Tables 5 and 7)
   class_weights            per-class loss weights (inverse frequency and variants; CAGE Table 4)
@@ -137,6 +138,25 @@ def bagging_subset(num_examples: int, fraction: float, member: int, seed: int,
     return np.sort(perm[member * size:(member + 1) * size])
   rng = np.random.default_rng([_SALT_BAG, _seed(seed), int(member)])
   return np.sort(rng.choice(num_examples, size=size, replace=replace)).astype(np.int64)
+
+
+def stratified_fold(labels, folds: int, member: int, seed: int) -> np.ndarray:
+  """Sorted indices of fold `member` of `folds` disjoint stratified folds (paper 004's weak
+  models: 5 folds of 20%). Each class is permuted (from `seed` alone, so all members see one
+  split) and dealt round-robin from a per-class offset, so every fold gets floor or ceil of
+  n_c / folds of every class and the folds partition the labelled examples. Unlabelled
+  examples (label < 0) are dealt the same way as one more class."""
+  y = _labels(labels)
+  if folds < 1 or not 0 <= member < folds:
+    raise ValueError(f'need 0 <= member < folds, got member {member} of {folds}')
+  rng = np.random.default_rng([_SALT_BAG, _seed(seed), 1])
+  out, offset = [], 0
+  for c in np.unique(y):
+    idx = rng.permutation(np.flatnonzero(y == c))
+    # The offset rotates which folds get a class's remainder, so fold sizes stay balanced.
+    out.append(idx[(np.arange(idx.size) + offset) % folds == member])
+    offset += idx.size
+  return np.sort(np.concatenate(out)).astype(np.int64)
 
 
 def class_subsample(labels, seed: int, per_class: int | None = None) -> np.ndarray:

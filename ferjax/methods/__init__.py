@@ -80,6 +80,7 @@ REGISTRY = {
     'dan': 'ferjax.methods.dan',
     'ran': 'ferjax.methods.ran',
     'mten': 'ferjax.methods.mten',
+    'mtl': 'ferjax.methods.mtl',
 }
 
 
