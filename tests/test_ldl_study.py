@@ -66,3 +66,12 @@ def test_finished_cells_are_skipped_and_a_lost_marker_recovers(sweep):
   after = again[1]
   assert after['ordinary_anymax'] == before['ordinary_anymax'] and after['steps'] == 10
   assert [r['wall_s'] for r in again[::2]] == [r['wall_s'] for r in rows[::2]]   # not rerun
+
+
+def test_only_finished_trains_nothing(sweep):
+  workdir, _ = sweep
+  rows = study.study(CONFIG, workdir, ['vgg16'], ['mse'], [1, 2, 8], only_finished=True)
+  assert [(r['loss'], r['nhot']) for r in rows] == [('mse', 8), ('mse', 1)]
+  assert not os.path.exists(os.path.join(workdir, 'cells', 'vgg16-mse-n2'))
+  with open(os.path.join(workdir, 'study.json')) as f:
+    assert json.load(f)['of'] == 3

@@ -94,7 +94,11 @@ def cell_config(config: str, model: str, loss: str, nhot: int):
 def _final_reports(cell_dir: str) -> tuple[int, dict]:
   """(step, reports) of the run's final evaluation (eval/step_N/results.json, N largest)."""
   root = os.path.join(cell_dir, 'eval')
-  steps = sorted(int(d[5:]) for d in os.listdir(root) if d.startswith('step_') and d[5:].isdigit())
+  steps = sorted(int(d[5:]) for d in os.listdir(root)
+                 if d.startswith('step_') and d[5:].isdigit()) if os.path.isdir(root) else []
+  if not steps:   # stopped (SIGTERM) before the end: its checkpoint continues next time
+    raise UserError(f'{cell_dir}: stopped before its final evaluation; run the same command '
+                    'again to continue the sweep')
   with open(os.path.join(root, f'step_{steps[-1]}', 'results.json')) as f:
     return steps[-1], json.load(f)['reports']
 
@@ -181,7 +185,9 @@ def plot_nhot(rows, models, loss: str, path: str, sets=('ordinary',)) -> str | N
 
 
 def study(config: str, workdir: str, models, loss_names, nhots, grid='paper',
-          nhot_loss='mse') -> list[dict]:
+          nhot_loss='mse', only_finished: bool = False) -> list[dict]:
+  """Trains the missing cells (only_finished: none, the table and figures of those done) and
+  returns their results.csv rows."""
   for m in dict.fromkeys(models):     # every model name checked before anything trains
     cell_config(config, m, nhot_loss, 8)
   todo = cells(list(models), list(loss_names), list(nhots), grid, nhot_loss)
@@ -193,6 +199,10 @@ def study(config: str, workdir: str, models, loss_names, nhots, grid='paper',
       meta = json.load(f)
   rows = []
   for k, (m, l, n) in enumerate(todo):
+    if only_finished and not os.path.exists(
+        os.path.join(workdir, 'cells', cell_name(m, l, n), 'cell.json')):
+      runtime.say(f'cell {k + 1}/{len(todo)}: {cell_name(m, l, n)} not finished, left out')
+      continue
     runtime.say(f'cell {k + 1}/{len(todo)}: {cell_name(m, l, n)}')
     rows.append(run_cell(config, workdir, m, l, n))
     # The table, figures and wall time after every cell: a stopped sweep shows what it has.
@@ -218,6 +228,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('nhot', '1-8', 'N values: A-B or a comma list.')
   flags.DEFINE_string('nhot_loss', 'mse', 'The loss of the N-hot cells (paper grid).')
   flags.DEFINE_enum('grid', 'paper', ['paper', 'full'], 'Which cells: the figures\' or all.')
+  flags.DEFINE_boolean('only_finished', False, 'Train nothing: the table and figures of the '
+                       'cells already finished.')
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -230,7 +242,7 @@ def main(argv) -> int:
   if FLAGS.nhot_loss not in parse_losses(FLAGS.nhot_loss):
     raise UserError(f'--nhot_loss={FLAGS.nhot_loss!r}')
   study(FLAGS.config, FLAGS.workdir, FLAGS.models, parse_losses(FLAGS.losses),
-        parse_nhot(FLAGS.nhot), FLAGS.grid, FLAGS.nhot_loss)
+        parse_nhot(FLAGS.nhot), FLAGS.grid, FLAGS.nhot_loss, FLAGS.only_finished)
   return 0
 
 
