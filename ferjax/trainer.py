@@ -27,6 +27,10 @@ from ferjax.data import pipeline
 from ferjax.predictor import Predictor
 
 
+# How long a process waits for the others to compile the train step (multi-process runs).
+COMPILE_WAIT_MS = 30 * 60 * 1000
+
+
 class Run:
   """Everything compiled for one config: mesh, method, training data (opened once), optimizer,
   steps."""
@@ -148,6 +152,19 @@ def _initial_state(run: Run, mngr: checkpoint.Manager, data_iter):
   return run.fresh_state(), 'scratch'
 
 
+def _compiled_together(train_step, state, batch):
+  """The train step, compiled before its first call; with several processes, each waits for
+  the others to finish compiling before any runs the step. CPU collectives (gloo) give up on a
+  peer that starts its first collective 30 s late, which compiles of different speed on a busy
+  machine exceed; the coordination service's barrier waits longer."""
+  if jax.process_count() == 1:
+    return train_step
+  from orbax.checkpoint import multihost
+  compiled = train_step.lower(state, batch).compile()
+  multihost.get_barrier_sync_fn()(key='ferjax_train_step_compiled', timeout_ms=COMPILE_WAIT_MS)
+  return compiled
+
+
 def _mean_metrics(pending: list[dict]) -> dict:
   """Means over the logged steps; the non-finite flags are counted instead."""
   host = jax.device_get(pending)
@@ -245,9 +262,11 @@ def train(cfg, workdir: str) -> dict:
   try:
     for step in range(start + 1, run.total_steps + 1):
       batch = sharding.to_global(next(data_iter), run.mesh)
+      if step == start + 1:
+        train_step = _compiled_together(run.steps.train, state, batch)
       t0 = time.time()
       with profile.step(step):
-        state, metrics = run.steps.train(state, batch)
+        state, metrics = train_step(state, batch)
       profile.after(step, state)
       if step == start + 1:
         jax.block_until_ready(state)

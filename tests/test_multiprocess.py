@@ -8,6 +8,7 @@ may differ in the last bits.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -31,7 +32,7 @@ def _devices(n):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize('per_process', [1, 2])
 def test_two_processes_match_one_process(tmp_path, per_process):
   one, two = tmp_path / 'one', tmp_path / 'two'
@@ -39,11 +40,18 @@ def test_two_processes_match_one_process(tmp_path, per_process):
                  capture_output=True, timeout=300, env=_devices(2 * per_process))
   env = dict(_devices(per_process),
              PYTHON=sys.executable, FERJAX_LOG_DIR=str(tmp_path / 'logs'))
-  out = subprocess.run(['bash', 'launch/local.sh', '2', '--', *_args(two)], cwd=REPO, env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=400)
-  assert out.returncode == 0, out.stdout.decode()[-3000:] + (
+  # Its own session: on a timeout the launcher and both training processes are killed.
+  launcher = subprocess.Popen(['bash', 'launch/local.sh', '2', '--', *_args(two)], cwd=REPO,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+  try:
+    out = launcher.communicate(timeout=500)[0].decode()
+  finally:
+    if launcher.poll() is None:
+      os.killpg(launcher.pid, signal.SIGKILL)
+  assert launcher.returncode == 0, out[-3000:] + (
       tmp_path / 'logs' / 'process_1.log').read_text()[-3000:]
-  assert '2 process(es)' in out.stdout.decode()
+  assert '2 process(es)' in out
   step1, p1 = _final_params(one)
   step2, p2 = _final_params(two)
   assert step1 == step2 == 4
