@@ -132,8 +132,14 @@ def torch_spec(cfg) -> dict:
     if mten.options(cfg, 'mten', mten.DEFAULTS)['va_weight']:
       outs.append(_output('va', columns=[c, c + 2]))
     return {'module': 'mten', 'kwargs': kwargs, 'outputs': outs}
+  if method == 'grefel':
+    from ferjax.interop import grefel
+    # The module returns (log p, p), p the distribution ferjax predicts with (L, or l when
+    # grefel.eval_correction is off), as the method's predict step.
+    return {'module': 'grefel', 'kwargs': grefel.torch_kwargs(cfg),
+            'outputs': [_output('logits', 0), _output('probs', 1)]}
   raise BundleError(f'no PyTorch bundle for method {method!r} yet (baseline, cage, dan, cafe, '
-                    'ran and mten export)')
+                    'ran, mten and grefel export)')
 
 
 def state_dict(cfg, variables: Mapping) -> dict[str, np.ndarray]:
@@ -162,6 +168,9 @@ def state_dict(cfg, variables: Mapping) -> dict[str, np.ndarray]:
   if cfg.method in ('ran', 'mten'):    # registered whole-model architectures
     return it.to_numpy_state_dict(cfg.method, {'params': params, 'batch_stats': stats},
                                   input_shape=_shape(cfg), **_arch_dims(cfg))
+  if cfg.method == 'grefel':
+    from ferjax.interop import grefel
+    return grefel.to_numpy_state_dict({'params': params, 'batch_stats': stats}, cfg)
   raise BundleError(f'no PyTorch bundle for method {cfg.method!r}')
 
 
@@ -204,6 +213,9 @@ def variables(cfg, sd: Mapping[str, Any]) -> dict:
                          width=int(cfg.model.width))
   if cfg.method in ('ran', 'mten'):
     return it.from_torch(cfg.method, sd, input_shape=_shape(cfg), **_arch_dims(cfg))
+  if cfg.method == 'grefel':
+    from ferjax.interop import grefel
+    return grefel.from_torch(sd, cfg)
   raise BundleError(f'no PyTorch bundle for method {cfg.method!r}')
 
 

@@ -62,8 +62,9 @@ CASES = {
     'cafe': ('cafe_synthetic.py', 'cpu', {'model.stage_sizes': (2, 2, 2, 2)}),
     'ran': ('ldl_synthetic.py', 'smoke,model=ran', {'model.stage_sizes': (2, 2, 2, 2)}),
     'mten': ('ldl_synthetic.py', 'smoke,model=mten', {'mten.va_weight': 1.0}),
+    'grefel': ('grefel_synthetic.py', 'smoke', {}),
 }
-ONNX_CASES = ('baseline_resnet18_va', 'cage_combined', 'dan')
+ONNX_CASES = ('baseline_resnet18_va', 'cage_combined', 'dan', 'grefel')
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
@@ -143,8 +144,10 @@ def test_a_failed_export_leaves_nothing_and_existing_bundles_are_kept(tmp_path, 
 
 
 def test_methods_without_a_torch_module_are_refused_by_name():
-  cfg = _cfg('grefel_synthetic.py', 'smoke')
-  with pytest.raises(bundle.BundleError, match="method 'grefel'"):
+  cfg = _cfg('baseline_synthetic.py', 'cpu,smoke')
+  with cfg.unlocked():
+    cfg.method = 'no_such_method'
+  with pytest.raises(bundle.BundleError, match="method 'no_such_method'"):
     bundle.torch_spec(cfg)
 
 

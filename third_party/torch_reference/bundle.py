@@ -17,6 +17,8 @@ that module with fresh weights, and `model.safetensors` then loads into it with 
   ran         the authors' RAN (ran.py here), its region crops taken from the image in the
               forward pass as ferjax takes them.
   mten        torchvision's efficientnet_b2 with classifier[1] = Linear(1408, C + 2).
+  grefel      GReFEL (grefel.py here): POSTER++'s encoder names, ARBEx's head and reliability
+              balancing names; returns (log p, p) of the predicted distribution.
 
 Each module returns what its upstream returns; the spec's `outputs` says which output (and
 which columns of it) is which named prediction.
@@ -199,6 +201,9 @@ def build(spec: dict) -> nn.Module:
     import torchvision.models as tvm
     model = getattr(tvm, kw['arch'])()
     model.classifier[1] = nn.Linear(model.classifier[1].in_features, kw['num_classes'] + 2)
+  elif kind == 'grefel':
+    from third_party.torch_reference.grefel import GReFEL
+    model = GReFEL(**kw)
   else:
     raise ValueError(f'unknown bundle module {kind!r}')
   return model.eval()
