@@ -17,7 +17,7 @@ mtl_setup = fc.sibling(__file__, '_mtl')
 
 def get_config(arg=None):
   a = fc.parse_arg(arg, dict(smoke=False, mix='mix_augment', appearance='resnet50_vggface2',
-                             member=-1, class_weights='none', landmark_scale='unit',
+                             member=-1, folds=5, class_weights='none', landmark_scale='unit',
                              emotion='', appearance_weights='', epochs=None, seed=0))
   c = fc.base_config()
   mtl_setup.paper_config(c, a['appearance'], a['mix'])
@@ -28,7 +28,7 @@ def get_config(arg=None):
   c.mtl.appearance_weights = a['appearance_weights']
   c.data.train, c.data.eval_sets = 'lsd:train', 'lsd:val'
   if int(a['member']) >= 0:
-    mtl_setup.weak(c, int(a['member']))
+    mtl_setup.weak(c, int(a['member']), int(a['folds']))
   mtl_setup.best_by_f1(c, c.data.eval_sets)
   if a['smoke']:
     fc.shrink_for_smoke(c)

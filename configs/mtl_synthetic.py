@@ -9,7 +9,7 @@ The CPU budget (8-wide ResNet-50s with one bottleneck per stage at 64 px, narrow
   python -m ferjax.train --config configs/mtl_synthetic.py:cpu --workdir runs/mtl_cpu
 Arguments (`FILE:k=v,...`): cpu, smoke, mix=<none|mixup|mix_augment>,
 appearance=<resnet50_vggface2|resnet50|mobilevitv2_200>, train=<domain>, val=<domain>,
-member=N (a weak model: fold N of 5 disjoint stratified 20% folds; -1 = strong, the full set),
+member=N (a weak model: fold N of `folds` (5) disjoint stratified folds; -1 = strong),
 class_weights=<none|code>, epochs=N, seed=N.
 """
 from ferjax import config as fc
@@ -19,7 +19,7 @@ mtl_setup = fc.sibling(__file__, '_mtl')
 
 def get_config(arg=None):
   a = fc.parse_arg(arg, dict(cpu=False, smoke=False, mix='mix_augment',
-                             appearance='resnet50_vggface2', train='wild', val='lab', member=-1,
+                             appearance='resnet50_vggface2', train='wild', val='lab', member=-1, folds=5,
                              class_weights='none', epochs=None, seed=0))
   for k in ('train', 'val'):
     if a[k] not in fc.SYNTHETIC_DOMAINS:
@@ -34,7 +34,7 @@ def get_config(arg=None):
   c.data.train_examples = 20000
   c.data.eval_examples = 2000
   if int(a['member']) >= 0:
-    mtl_setup.weak(c, int(a['member']))
+    mtl_setup.weak(c, int(a['member']), int(a['folds']))
   if a['cpu'] or a['smoke']:
     # Every stage of a ResNet-50 but one bottleneck each, 8 wide (256 channels at layer4),
     # a 2 x 2 map at 64 px; reduced head widths; MobileViTv2 at a quarter of its widths.

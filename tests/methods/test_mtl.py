@@ -245,13 +245,32 @@ def test_configs():
       'synthetic:lab:val')
 
 
-def test_smoke_training_run(tmp_path):
-  cfg = smoke_cfg()
-  assert cfg.augment.mix == 'mix_augment'
-  reports = trainer.train(cfg, str(tmp_path / 'run'))
+def test_smoke_training_run_and_ensemble(tmp_path):
+  # Mix-up (one forward pass): Mix-augment's three passes through two ResNet-50s triple the
+  # CPU compile; the step itself is tested for every method in tests/test_mix_step.py.
+  cfg = smoke_cfg(**{'augment.mix': 'mixup'})
+  run = tmp_path / 'members' / 'a'
+  reports = trainer.train(cfg, str(run))
   report = reports['synthetic:lab:val']
   assert 0.0 <= report['macro_f1'] <= 100.0
-  lines = (tmp_path / 'run' / 'metrics.jsonl').read_text()
+  lines = (run / 'metrics.jsonl').read_text()
   for key in ('loss_ce', 'loss_affinity', 'loss_partition', 'loss_landmarks'):
     assert key in lines
-  assert (tmp_path / 'run' / 'best').exists()
+  # The study's ensemble path: a run voting with itself scores as the run alone, by either vote.
+  from ferjax.studies import ensembles
+  alone = ensembles.evaluate(str(tmp_path), 'alone', ['a'], 'probs')
+  for vote in ('probs', 'logits'):
+    assert ensembles.evaluate(str(tmp_path), 'twice', ['a', 'a'], vote) == alone
+  assert (tmp_path / 'eval' / 'twice-logits' / 'results.json').exists()
+
+
+def test_ensemble_study_plan():
+  from ferjax.studies import ensembles
+  assert ensembles.member_args('weak-ma-mvit-3') == (
+      'mix=mix_augment,appearance=mobilevitv2_200,member=3')
+  assert ensembles.member_args('strong-mu-dino') == 'mix=mixup,appearance=resnet50'
+  assert ensembles.ensemble_members('best3', 2) == [
+      'strong-mu-dino', 'weak-ma-vgg-0', 'weak-ma-vgg-1', 'weak-mu-mvit-0', 'weak-mu-mvit-1']
+  names = ensembles.plan({2, 3}, list(ensembles.ENSEMBLES), 5)
+  assert len(names) == len(set(names)) == 4 + 6 * 5   # every ensemble reuses table members
+  assert ensembles.plan(set(), ['mu_mvit_weak'], 5) == [f'weak-mu-mvit-{i}' for i in range(5)]
