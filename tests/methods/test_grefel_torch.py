@@ -74,7 +74,7 @@ def _ferjax_outputs(cfg, variables, x_nhwc):
   return jax.device_get(_APPLY[key](variables, jnp.asarray(x_nhwc)))
 
 
-def _random_ferjax_variables(cfg, seed=0):
+def random_variables(cfg, seed=0):
   """Variables drawn by hand on the traced tree (cheaper than init; every leaf off its default):
   fan-in scaled kernels, LayerNorm / BatchNorm affine near 1 / 0, statistics off 0 / 1."""
   rng = np.random.default_rng(seed)
@@ -122,7 +122,7 @@ def test_torch_weights_give_the_same_outputs_in_ferjax_and_back(arg):
 def test_ferjax_weights_give_the_same_outputs_in_torch():
   cfg = _cfg('smoke')
   x = _images(cfg, seed=2)
-  v = _random_ferjax_variables(cfg)
+  v = random_variables(cfg)
   want = _ferjax_outputs(cfg, v, x)
   ref = tg.GReFEL(**gmap.torch_kwargs(cfg)).eval()
   ref.load_state_dict(gmap.to_torch(v, cfg), strict=True)
