@@ -93,11 +93,26 @@ class Run:
 
 
 class _Stop:
-  """SIGTERM sets a flag; the loop saves at the next step boundary and exits."""
+  """SIGTERM sets a flag; the loop saves at the next step boundary and exits.
 
-  def __init__(self):
+  With several processes the signal reaches each at a slightly different step, and a process
+  that saves (a collective) while another trains would hang both: they agree at every
+  `log_every` step, where the loop syncs with the device anyway, and stop together at the
+  first one where any process was signalled.
+  """
+
+  def __init__(self, every: int):
     self.requested = False
+    self.every = every
     self._old = signal.signal(signal.SIGTERM, self._handler)
+
+  def now(self, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    if step % self.every:
+      return False
+    from jax.experimental import multihost_utils
+    return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
 
   def _handler(self, signum, frame):
     del frame
@@ -238,7 +253,7 @@ def train(cfg, workdir: str) -> dict:
   data_iter = iter(run.data.dataset())
   state, origin = _initial_state(run, mngr, data_iter)
   start = int(state.step)
-  log, stop, best = _Log(workdir), _Stop(), _Best(cfg, workdir)
+  log, stop, best = _Log(workdir), _Stop(cfg.train.log_every), _Best(cfg, workdir)
   profile = profiling.Profile(cfg.train.profile_steps, workdir)
   notes = run.data.spaced.summary()
   if notes:
@@ -274,7 +289,8 @@ def train(cfg, workdir: str) -> dict:
       pending.append(metrics)
       bar.update(1)
       boundary = step % cfg.train.log_every == 0 or step % cfg.train.ckpt_every == 0
-      if boundary or step == run.total_steps or stop.requested:
+      stopping = stop.now(step)
+      if boundary or step == run.total_steps or stopping:
         values = _mean_metrics(pending)
         if values.pop('nonfinite') > 0:
           raise FloatingPointError(train_checks.nonfinite_message(
@@ -287,9 +303,9 @@ def train(cfg, workdir: str) -> dict:
         pending, t_last = [], now
         log.write(step, 'train', values)
         bar.set_postfix(loss=f'{values["loss"]:.3f}', acc=f'{values.get("accuracy", 0):.1f}')
-      if step % cfg.train.ckpt_every == 0 or stop.requested:
+      if step % cfg.train.ckpt_every == 0 or stopping:
         save(step)
-      if stop.requested:
+      if stopping:
         runtime.say(f'stopped at step {step} on request; checkpoint saved in {mngr.directory}')
         return {}
       if specs and (step % eval_every == 0 or step == run.total_steps):
