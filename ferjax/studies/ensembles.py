@@ -21,8 +21,9 @@ Ensembles (Table 4; the paper's picks, "best" meaning the best row of Tables 2 a
 Every ensemble votes through ferjax.evaluate.evaluate_ensemble: the mean of the members'
 probabilities, or `--vote logits`, the argmax of the summed BN'd logits (the authors' test.py).
 
-`--members` / `--ensembles` restrict what is trained and evaluated (`--tables 2,3` trains only
-the strong or weak members those tables need). WORKDIR gets members.csv (each member alone)
+`--ensembles` picks the ensembles (a Table 4 name or `NAME:PART+PART`, PART strong-MIX-APP or
+weak-MIX-APP, e.g. `ma_vgg:strong-ma-vgg+weak-ma-vgg`) and `--tables 2,3` adds every strong /
+weak member of those tables; only the members these need are trained. WORKDIR gets members.csv (each member alone)
 and ensembles.csv (each ensemble and its members' mean), rewritten as they finish; a finished
 member leaves member.json and is not trained again.
 """
@@ -71,8 +72,26 @@ def member_args(name: str) -> str:
   return args + (f',member={int(parts[3])}' if parts[0] == 'weak' else '')
 
 
-def ensemble_members(name: str, folds: int) -> list[str]:
-  strong, weak = ENSEMBLES[name]
+def parse_ensemble(entry: str) -> tuple[str, tuple[list, list]]:
+  """A Table 4 name, or `NAME:PART+PART...` with PART strong-MIX-APP (one model) or weak-MIX-APP
+  (its fold set), e.g. `ma_vgg:strong-ma-vgg+weak-ma-vgg`."""
+  name, sep, parts = entry.partition(':')
+  if not sep:
+    if name not in ENSEMBLES:
+      raise UserError(f'unknown ensemble {name!r}; known: {list(ENSEMBLES)} or NAME:PART+...')
+    return name, ENSEMBLES[name]
+  strong, weak = [], []
+  for part in parts.split('+'):
+    kind, _, rest = part.partition('-')
+    mix, _, app = rest.partition('-')
+    if kind not in ('strong', 'weak') or mix not in MIXES or app not in APPS:
+      raise UserError(f'ensemble {entry!r}: {part!r} is not strong-MIX-APP or weak-MIX-APP')
+    (strong if kind == 'strong' else weak).append((mix, app))
+  return name, (strong, weak)
+
+
+def ensemble_members(entry: str, folds: int) -> list[str]:
+  strong, weak = parse_ensemble(entry)[1]
   return ([strong_name(*s) for s in strong]
           + [n for w in weak for n in weak_names(*w, folds)])
 
@@ -107,10 +126,22 @@ def train_member(config: str, workdir: str, name: str, folds: int) -> str:
   return run_dir
 
 
+_LOADED: dict = {}
+
+
+def _predictor(workdir: str, member: str):
+  """A member's best checkpoint, loaded (and its predict step compiled) once per process."""
+  from ferjax import inference
+  path = os.path.abspath(os.path.join(workdir, 'members', member))
+  if path not in _LOADED:
+    _LOADED[path] = inference.load(path, 'best')
+  return _LOADED[path]
+
+
 def evaluate(workdir: str, label: str, members: list[str], vote: str) -> dict:
   """{spec: macro F1} of the soft-voted ensemble of `members` (one member: itself)."""
-  from ferjax import evaluate as evaluate_lib, inference
-  predictors = [inference.load(os.path.join(workdir, 'members', m), 'best') for m in members]
+  from ferjax import evaluate as evaluate_lib
+  predictors = [_predictor(workdir, m) for m in members]
   specs = [s for s in predictors[0].cfg.data.eval_sets.split(',') if s]
   out = os.path.join(workdir, 'eval', f'{label}-{vote}')
   reports = evaluate_lib.evaluate_ensemble(predictors, specs, vote, out, progress=False,
@@ -137,8 +168,8 @@ def study(config: str, workdir: str, tables, ensembles, folds: int, vote: str) -
     member_rows.append({'member': name, **single[name]})
     _write_csv(os.path.join(workdir, 'members.csv'), member_rows)
   rows = []
-  for e in ensembles:
-    members = ensemble_members(e, folds)
+  for entry in ensembles:
+    e, members = parse_ensemble(entry)[0], ensemble_members(entry, folds)
     scores = evaluate(workdir, e, members, vote)
     mean = {f'{s} members mean': sum(single[m][s] for m in members) / len(members)
             for s in scores}
@@ -152,7 +183,8 @@ def _define_flags() -> None:
                       'configs/mtl_synthetic.py:cpu.')
   flags.DEFINE_string('workdir', None, 'Study directory: members/, eval/, the csv tables.')
   flags.DEFINE_list('tables', ['2', '3'], 'Tables whose members to train and score (2, 3).')
-  flags.DEFINE_list('ensembles', list(ENSEMBLES), 'Table 4 ensembles to evaluate.')
+  flags.DEFINE_list('ensembles', list(ENSEMBLES), 'Ensembles: Table 4 names or '
+                    'NAME:PART+PART (PART strong-MIX-APP or weak-MIX-APP).')
   flags.DEFINE_integer('folds', 5, 'Weak models per set (disjoint stratified folds).')
   flags.DEFINE_enum('vote', 'probs', ['probs', 'logits'], 'Mean probabilities or summed '
                     'logits (the authors\' vote).')
@@ -163,9 +195,8 @@ def main(argv) -> int:
   if len(argv) > 1:
     raise UserError(f'unexpected arguments: {argv[1:]}')
   runtime.setup()
-  unknown = [e for e in FLAGS.ensembles if e not in ENSEMBLES]
-  if unknown:
-    raise UserError(f'--ensembles: unknown {unknown}; known: {list(ENSEMBLES)}')
+  for e in FLAGS.ensembles:
+    parse_ensemble(e)
   tables = {int(t) for t in FLAGS.tables if t}
   if not tables <= {2, 3}:
     raise UserError(f'--tables={FLAGS.tables}: expected 2 and / or 3')

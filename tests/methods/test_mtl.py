@@ -274,3 +274,7 @@ def test_ensemble_study_plan():
   names = ensembles.plan({2, 3}, list(ensembles.ENSEMBLES), 5)
   assert len(names) == len(set(names)) == 4 + 6 * 5   # every ensemble reuses table members
   assert ensembles.plan(set(), ['mu_mvit_weak'], 5) == [f'weak-mu-mvit-{i}' for i in range(5)]
+  assert ensembles.ensemble_members('x:strong-ma-vgg+weak-mu-dino', 2) == [
+      'strong-ma-vgg', 'weak-mu-dino-0', 'weak-mu-dino-1']
+  with pytest.raises(Exception, match='strong-MIX-APP'):
+    ensembles.parse_ensemble('x:strong-mx-vgg')
