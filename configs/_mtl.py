@@ -33,6 +33,7 @@ def paper_config(c: ml_collections.ConfigDict, appearance: str = 'resnet50_vggfa
       afn_logsoftmax=False,       # the code sums the raw heads; True: DAN's AFN
       class_weights='none',       # 'code': CE weights 1 - n_c / sum n (LSD counts)
       landmark_scale='unit',      # 'pixel': the loss in pixels of the crop
+      aux_loss='clean',           # Mix-augment: affinity, partition, landmarks on clean passes
       affinity_weight=1.0,
       partition_weight=1.0,
       landmark_weight=1.0,

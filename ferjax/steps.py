@@ -110,6 +110,10 @@ def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Step
   if getattr(method, 'frozen', None) is not None:
     tx = freeze(tx, method.frozen)
   model_inputs = getattr(method, 'model_inputs', None) or (lambda batch: {})
+  # Mix-augment's clean passes carry the full loss, so a method may score the mixed one with
+  # less (Method.mix_loss); Mix-up has no clean pass and always uses the full loss.
+  mixed_loss = ((getattr(method, 'mix_loss', None) if mix_mode == 'mix_augment' else None)
+                or method.loss)
 
   def init(rng):
     variables = model_variables(method, cfg, rng)
@@ -145,8 +149,8 @@ def build(method, tx: optax.GradientTransformation, schedule, cfg, mesh) -> Step
       mixed, lam, perm = augment.mix(batch['image'], seed, state.step, cfg.augment.mix_alpha)
       shuffled = jax.tree.map(lambda v: v[perm], batch)
       outputs, stats = forward(params, state.batch_stats, mixed, batch)
-      loss_a, m_a = method.loss(outputs, batch, state.step)
-      loss_b, m_b = method.loss(outputs, shuffled, state.step)
+      loss_a, m_a = mixed_loss(outputs, batch, state.step)
+      loss_b, m_b = mixed_loss(outputs, shuffled, state.step)
       loss = lam * loss_a + (1.0 - lam) * loss_b
       metrics = jax.tree.map(lambda a, b: lam * a + (1.0 - lam) * b, m_a, m_b)
       if mix_mode == 'mix_augment':

@@ -108,3 +108,45 @@ def test_flip_68_equals_the_mirror_of_the_synthetic_face_template():
     mirrored = xy * [-1.0, 1.0]
     nearest = np.argmin(((mirrored[:, None] - xy[None]) ** 2).sum(-1), 1)
     np.testing.assert_array_equal(nearest, np.array(augment.FLIP_68))
+
+
+def test_mix_augment_scores_the_mixed_pass_with_the_method_mix_loss():
+  """Method.mix_loss (paper 004: auxiliary terms only on the clean passes): the mixed pass gets
+  it against both label sets, the two clean passes the full loss."""
+  from ferjax import losses, steps
+  from ferjax.methods import Method
+  cfg = smoke(**{'augment.mix': 'mix_augment', 'augment.mix_alpha': 0.4})
+  run = trainer.Run(cfg)
+  base = run.method
+
+  def ce_only(outputs, batch, step):
+    ce = losses.cross_entropy(outputs['logits'], batch['label'], mask=batch['mask'])
+    return ce, {'loss_ce': ce}
+
+  def full(outputs, batch, step):
+    total, metrics = base.loss(outputs, batch, step)
+    return total, {'loss_ce': total}
+
+  method = Method('mixed_ce', base.model, full, base.predict, base.class_names,
+                  mix_loss=ce_only)
+  built = steps.build(method, run.tx, run.schedule, cfg, run.mesh)
+  state = built.init(jax.random.key(cfg.seed))
+  variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
+  local = next(iter(pipeline.train_dataset(cfg, cfg.seed)))
+  _, metrics = built.train(state, sharding.to_global(local, run.mesh))
+
+  batch = augment.augment_batch(jax.tree.map(jnp.asarray, local), cfg.seed, 0, cfg.augment)
+  mixed, lam, perm = augment.mix(batch['image'], cfg.seed, 0, 0.4)
+  lam, perm = float(lam), np.asarray(perm)
+
+  def forward(images):
+    out, _ = base.model.apply(variables, images, train=True, mutable=['batch_stats'])
+    return out
+
+  y, va, w = np.asarray(local['label']), np.asarray(local['va']), cfg.loss.va_weight
+  assert w > 0   # otherwise the full and the CE-only loss would not differ
+  out = forward(mixed)
+  expected = lam * _criterion(out, y, va, 0.0) + (1 - lam) * _criterion(out, y[perm], va, 0.0)
+  expected += _criterion(forward(batch['image']), y, va, w)
+  expected += _criterion(forward(batch['image'][perm]), y[perm], va[perm], w)
+  np.testing.assert_allclose(float(metrics['loss']), expected, rtol=2e-5)

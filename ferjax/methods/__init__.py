@@ -20,6 +20,9 @@ Optional fields (off by default):
   per-example additions, e.g. cached features;
 - `report(result) -> list of written paths`: the method's own pictures of one evaluation set,
   fed the predictions of the one evaluation pass (`evaluate.SetResult`).
+- `mix_loss(outputs, batch, step) -> (loss, metrics)`: under Mix-augment, the loss of the mixed
+  prediction against one label set, the clean passes keeping `loss` (paper 004: auxiliary
+  terms only on the clean passes with their correct labels); default `loss`.
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ class Method:
   init_variables: Callable[[dict], dict] | None = None
   pipeline_transform: Callable[[str, Any, int], Callable | None] | None = None
   report: Callable[[Any], list] | None = None
+  mix_loss: Callable[[dict, dict, Any], tuple[Any, dict]] | None = None
 
   def __post_init__(self):
     unknown = [g for g in self.metrics if g not in METRIC_GROUPS]

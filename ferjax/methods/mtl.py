@@ -23,6 +23,10 @@ Switches (`cfg.mtl`):
                  73,285, sadness 144,631, surprise 14,976 (torch's weighted-mean CE)
   landmark_scale  'unit' (landmarks as the pipeline gives them, [0, 1] of the crop) or
                  'pixel' (both sides times the image size, the scale of pixel landmark files)
+  aux_loss       'clean' (the paper): under Mix-augment the mixed pass is scored by the CE
+                 alone (Method.mix_loss), the clean passes by the whole loss; 'mixed': the
+                 whole loss on every pass. (The authors' code counts the mixed pass's
+                 affinity against y_b twice and scores x_j's clean pass with y_a: not ported.)
   reduce, shared, channel_hidden, num_heads  widths (reduced for CPU configs)
   emotion_weights, appearance_weights  torchvision-layout state_dicts for the backbones
 Rows with label -1 and padding rows leave every term; rows without landmarks leave L_Ap.
@@ -43,6 +47,7 @@ LSD_COUNTS = {'anger': 18286, 'disgust': 15150, 'fear': 10923, 'happy': 73285, '
               'surprise': 14976}
 CLASS_WEIGHTS = ('none', 'code')
 LANDMARK_SCALES = ('unit', 'pixel')
+AUX_LOSSES = ('clean', 'mixed')
 
 
 def code_class_weights(names) -> np.ndarray:
@@ -101,6 +106,8 @@ def build(cfg) -> Method:
   t = cfg.mtl
   if t.class_weights not in CLASS_WEIGHTS:
     raise ValueError(f'mtl.class_weights={t.class_weights!r}; known: {CLASS_WEIGHTS}')
+  if t.aux_loss not in AUX_LOSSES:
+    raise ValueError(f'mtl.aux_loss={t.aux_loss!r}; known: {AUX_LOSSES}')
   if t.landmark_scale not in LANDMARK_SCALES:
     raise ValueError(f'mtl.landmark_scale={t.landmark_scale!r}; known: {LANDMARK_SCALES}')
   model = build_model(cfg)
@@ -124,6 +131,17 @@ def build(cfg) -> Method:
                'accuracy': 100.0 * correct.sum() / jnp.maximum(mask.sum(), 1.0)}
     return total, metrics
 
+  def mix_loss(outputs, batch, step):
+    # Mix-augment's mixed pass: the CE against one label set; affinity, partition and the
+    # landmarks stay on the clean passes with their correct labels (aux_loss=clean).
+    del step
+    mask = batch['mask'] * (batch['label'] >= 0)
+    ce = losses.cross_entropy(outputs['logits'], batch['label'], mask=mask,
+                              class_weights=weights)
+    zero = jnp.zeros((), jnp.float32)
+    return ce, {'loss_ce': ce, 'loss_affinity': zero, 'loss_partition': zero,
+                'loss_landmarks': zero, 'accuracy': zero}
+
   def predict(outputs):
     return {k: outputs[k] for k in ('probs', 'logits', 'landmarks')}
 
@@ -140,4 +158,5 @@ def build(cfg) -> Method:
     return {**variables, 'params': params, 'batch_stats': stats}
 
   return Method('mtl', model, loss, predict, names, metrics=('classification', 'landmarks'),
-                init_variables=init_variables)
+                init_variables=init_variables,
+                mix_loss=mix_loss if t.aux_loss == 'clean' else None)

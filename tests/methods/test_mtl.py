@@ -278,3 +278,22 @@ def test_ensemble_study_plan():
       'strong-ma-vgg', 'weak-mu-dino-0', 'weak-mu-dino-1']
   with pytest.raises(Exception, match='strong-MIX-APP'):
     ensembles.parse_ensemble('x:strong-mx-vgg')
+
+
+def test_mix_loss_is_the_ce_alone_and_switches_off():
+  rng = np.random.default_rng(0)
+  b = 5
+  outputs = {'logits': jnp.asarray(rng.normal(size=(b, 6)), jnp.float32),
+             'embedding': jnp.asarray(rng.normal(size=(b, 16)), jnp.float32),
+             'centers': jnp.asarray(rng.normal(size=(6, 16)), jnp.float32),
+             'heads': jnp.asarray(rng.normal(size=(b, 2, 16)), jnp.float32),
+             'landmarks': jnp.asarray(rng.random((b, 68, 2)), jnp.float32)}
+  batch = {'label': jnp.array([0, 1, 2, 3, -1]), 'mask': jnp.ones(b),
+           'landmarks': jnp.asarray(rng.random((b, 68, 2)), jnp.float32),
+           'landmarks_mask': jnp.ones(b)}
+  method = methods.build(smoke_cfg())
+  total, metrics = method.loss(outputs, batch, 0)
+  mixed, _ = method.mix_loss(outputs, batch, 0)
+  assert float(mixed) == pytest.approx(float(metrics['loss_ce']), rel=1e-6)
+  assert float(total) > float(mixed) + 0.1   # the auxiliary terms are not in the mixed pass
+  assert methods.build(smoke_cfg(**{'mtl.aux_loss': 'mixed'})).mix_loss is None
