@@ -43,8 +43,10 @@ from ferjax.interop import irse, mobilefacenet
 from ferjax.interop import torch as it
 from ferjax.models.window_attention import relative_position_index
 
-# Parameters the POSTER++ / ARBEx modules hold but never use in their forward.
-# (Each ViT block's Conv1d `conv` is one of them; 12 blocks cover every depth in use.)
+# Parameters the POSTER++ / ARBEx modules hold but GReFEL does not use: the ViT's unused
+# `patch_embed`, `CON1`, `IRLinear1/2` and per-block Conv1d `conv` (12 blocks cover every depth
+# in use), IR-50's `output_layer`, and POSTER++'s class head (`VIT.head`: that name is assumed,
+# its vit_model.py was not read).
 UPSTREAM_UNUSED = ('VIT.patch_embed.', 'VIT.CON1.', 'VIT.IRLinear1.', 'VIT.IRLinear2.',
                    'VIT.head.', 'ir_back.output_layer.') + tuple(
                        f'VIT.blocks.{j}.conv.' for j in range(12))
