@@ -21,14 +21,14 @@ ARGS = ACCELERATORS + ('chips',)
 CHIP_MEMORY_GB = {'gpu': 80, 'tpu': 16}
 
 # Global batch per chip, by method, at the image size of the method's paper configs (baseline
-# and GReFEL 112 px; CAFE, CAGE and DAN 224 px; RAN and MTEN 48 px): the largest multiple of 8
+# and GReFEL 112 px; CAFE, CAGE, DAN and MTL 224 px; RAN and MTEN 48 px): the largest multiple of 8
 # whose compiled peak stays under two thirds of the chip's memory, from the peak's growth per
 # example that --dry_run measured by compiling on CPU (docs/cluster.md has the table).
 PER_CHIP_BATCH = {
     'gpu': {'baseline': 2392, 'cafe': 608, 'cage': 104, 'grefel': 160, 'dan': 560,
-            'ran': 1592, 'mten': 4312, 'mtl': 128},
+            'ran': 1592, 'mten': 4312, 'mtl': 96},
     'tpu': {'baseline': 472, 'cafe': 120, 'cage': 16, 'grefel': 24, 'dan': 104, 'ran': 312,
-            'mten': 856, 'mtl': 24},   # mtl (two ResNet-50s): the paper's batch, not yet measured
+            'mten': 856, 'mtl': 16},
 }
 
 # chips -> (data, fsdp). Every model here fits one chip (the largest, GReFEL, has 44M
