@@ -9,6 +9,8 @@ K = 4: the quick suite), '' the full network (112 px, IR-50 3/4/14, ViT of 768, 
 from __future__ import annotations
 
 import os
+import statistics
+import time
 
 from bench.common import interleave, summary
 from bench.models import _batch, _torch_input, _xla_figures, ferjax_train_step
@@ -46,8 +48,15 @@ def torch_loss(out: dict, label, smoothing: float):
   return loss
 
 
+def _median_ms(seconds) -> float:
+  return 1e3 * statistics.median(seconds)
+
+
 def step(variant: str, batch: int, repeats: int) -> dict:
-  """Training images/s of one GReFEL step, both frameworks, interleaved."""
+  """Training images/s of one GReFEL step, both frameworks, interleaved; the notes say where
+  PyTorch's step goes (forward, backward, Adam) and compare the eval forward alone."""
+  import jax
+  import jax.numpy as jnp
   import torch
   from ferjax.interop import grefel as gmap
   from third_party.torch_reference import grefel as ref
@@ -62,15 +71,40 @@ def step(variant: str, batch: int, repeats: int) -> dict:
   opt = torch.optim.Adam(model.parameters(), lr=float(cfg.optim.lr))
   label = torch.from_numpy(host['label']).long()
   smoothing = float(cfg.loss.label_smoothing)
+  x = _torch_input(host['image'])
+  phases = {'forward': [], 'backward': [], 'adam': []}
 
   def pt():
+    t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
-    out = model.outputs(_torch_input(host['image']))
+    out = model.outputs(x)
     if hasattr(model, 'anchors'):
       out['anchors'] = model.anchors.anchors
-    torch_loss(out, label, smoothing).backward()
+    loss = torch_loss(out, label, smoothing)
+    t1 = time.perf_counter()
+    loss.backward()
+    t2 = time.perf_counter()
     opt.step()
+    for k, a, b in (('forward', t0, t1), ('backward', t1, t2), ('adam', t2, time.perf_counter())):
+      phases[k].append(b - a)
 
   times = interleave({'ferjax': fj, 'torch': pt}, repeats)
+  split = {k: _median_ms(v[1:]) for k, v in phases.items()}   # [1:]: the warm-up call
+
+  # The eval forward alone (the predict path), same weights' shapes and normalised input.
+  state = run.fresh_state()
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  apply = jax.jit(lambda v, im: run.method.model.apply(v, im, train=False)['probs'])
+  xj = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+  model.eval()
+
+  def pt_eval():
+    with torch.inference_mode():
+      model(x)
+  fwd = interleave({'ferjax': lambda: jax.block_until_ready(apply(variables, xj)),
+                    'torch': pt_eval}, repeats)
+  notes = (f"torch step: forward {split['forward']:.0f} ms, backward {split['backward']:.0f} "
+           f"ms, Adam {split['adam']:.0f} ms; eval forward: ferjax "
+           f"{_median_ms(fwd['ferjax']):.0f} ms, torch {_median_ms(fwd['torch']):.0f} ms")
   return {'ferjax': summary(times['ferjax'], batch), 'torch': summary(times['torch'], batch),
-          'compile_s': compile_s, **_xla_figures(compiled)}
+          'compile_s': compile_s, 'notes': notes, **_xla_figures(compiled)}
