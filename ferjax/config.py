@@ -49,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
       eval_sets='synthetic:wild:test',  # comma-separated specs
       eval_examples=1000,
       image_size=112,
+      # Eye alignment from the data's own landmarks, every split (ferjax.data.align): 'eyes'
+      # puts the left eye at align_eyes (x, y fractions) and the right one mirrored.
+      align='none',
+      align_eyes=(0.32, 0.35),
       num_threads=4,             # grain read threads (rendering / decoding)
       num_workers=0,             # grain worker processes (0 = in-process)
       prefetch=2,
@@ -56,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
       sampler='shuffle',         # 'shuffle' | 'class_balanced' (GReFEL) | 'imbalance'
       sampler_power=1.0,         # 'imbalance': P(example) ~ n_class ** -power
       append=False,              # paper 002: + flipped + rotated +-20 degree copies
+      append_rotation='20',      # the rotated copies' degrees, or '10-30' (random magnitudes)
       class_subsample=False,     # every class cut to the smallest one's count (CAGE VA)
       bagging_fraction=0.0,      # > 0: one ensemble member's subset (paper 004: 0.2)
       bagging_member=0,

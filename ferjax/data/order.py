@@ -62,7 +62,8 @@ def training_source(cfg, src, seed: int):
   bagging) and, when a sampler or the noise needed them, their labels (-1 unknown); else None."""
   d = cfg.data
   if d.append:
-    src = offline_augment.Appended(src)
+    angles, random_range = offline_augment.parse_rotation(d.get('append_rotation', '20'))
+    src = offline_augment.Appended(src, rotations=angles, random_range=random_range, seed=seed)
   num_classes = cfg.model.num_classes
   labels = None
   rate = float(d.label_noise)

@@ -18,7 +18,7 @@ import grain
 import jax
 import numpy as np
 
-from ferjax.data import label_modes, order, sources, spaces
+from ferjax.data import align, label_modes, order, sources, spaces
 
 # The batch schema (docs/architecture.md). Keys a source lacks get neutral values and a zero mask.
 NUM_LANDMARKS = 68
@@ -95,6 +95,7 @@ def in_space(cfg, spec: str, num_examples: int, seed: int, train: bool = False):
                        what=sources.display_name(opened))
   src = label_modes.view(cfg, src, spec, train)
   note = src.summary()
+  src = align.wrap(cfg, src)
   if note:
     from ferjax import runtime
     runtime.say(f'{sources.display_name(spec)}: {note}')

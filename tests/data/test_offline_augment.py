@@ -1,5 +1,6 @@
 """Paper 002's appended augmentation: sizes, variants, landmarks moving with the pixels."""
 import numpy as np
+import pytest
 
 from ferjax.data.offline_augment import Appended
 
@@ -43,3 +44,32 @@ def test_appended_set_has_base_flip_and_rotations():
     np.testing.assert_allclose(_centroid(app[i]['image']), app[i]['landmarks'][0],
                                atol=1.2 / 40)
   assert np.abs(app[2 * 3]['landmarks'][0] - base[0]['landmarks'][0]).max() > 0.02
+
+
+def test_rotation_variants_of_table_2():
+  from ferjax.data.offline_augment import parse_rotation
+  assert parse_rotation('40') == ((40.0, -40.0), None)
+  assert parse_rotation('10-30') == ((1.0, -1.0), (10.0, 30.0))
+  for bad in ('abc', '30-10', ''):
+    with pytest.raises(ValueError, match='append_rotation'):
+      parse_rotation(bad)
+  base = _Dots(n=6)
+  fixed = Appended(base, rotations=(40.0, -40.0))
+  rand = Appended(base, rotations=(1.0, -1.0), random_range=(10.0, 30.0), seed=3)
+  again = Appended(base, rotations=(1.0, -1.0), random_range=(10.0, 30.0), seed=3)
+  assert 10 <= rand.magnitudes.min() and rand.magnitudes.max() <= 30
+  assert len(set(np.round(rand.magnitudes, 6))) == 6           # one magnitude per example
+  c = np.array([20.0, 20.0]) / 40                               # the image centre
+  for i in range(6):
+    # The dot turns about the centre by the copy's angle: +a, then -a.
+    for k, sign in ((2, 1.0), (3, -1.0)):
+      ex = rand[k * 6 + i]
+      np.testing.assert_array_equal(ex['image'], again[k * 6 + i]['image'])
+      p0, p1 = base[i]['landmarks'][0] - c, ex['landmarks'][0] - c
+      turn = np.degrees(np.arctan2(p0[0] * p1[1] - p0[1] * p1[0], p0 @ p1))
+      np.testing.assert_allclose(-turn, sign * rand.magnitudes[i], atol=1e-3)
+      np.testing.assert_allclose(_centroid(ex['image']), ex['landmarks'][0], atol=1.5 / 40)
+    p1 = fixed[2 * 6 + i]['landmarks'][0] - c
+    p0 = base[i]['landmarks'][0] - c
+    np.testing.assert_allclose(-np.degrees(np.arctan2(p0[0] * p1[1] - p0[1] * p1[0], p0 @ p1)),
+                               40.0, atol=1e-3)
