@@ -59,6 +59,7 @@ FULL = {
                                                      repeats=10)),
     'cafe_step_224': ('cafe.step', dict(batch=32, repeats=20)),
     'dan_train_112': ('dan.step', dict(size=112, batch=256, repeats=20)),
+    'dan_train_224': ('dan.step', dict(size=224, batch=128, repeats=10)),
     'grefel_train_112': ('grefel.step', dict(variant='', batch=64, repeats=10)),
     'vgg16_grey_train_48': ('ldl.step', dict(size=48, batch=256, repeats=20)),
     'resnet18_infer_b1': ('models.inference', dict(backbone='resnet18', size=112, batch=1,
