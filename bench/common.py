@@ -95,9 +95,8 @@ LABELS = {
     'cafe_step_224': 'CAFE step, cached CLIP vs recomputed, 224 px, batch {batch}',
     'dan_train_112': 'DAN train (ResNet-18, 4 heads), {size} px, batch {batch}',
     'dan_train_224': 'DAN train (ResNet-18, 4 heads), {size} px, batch {batch}',
-    'grefel_train_64': 'GReFEL train (IR-50 + MobileFaceNet, 3 scales), {size} px, batch {batch}',
-    'grefel_train_112': 'GReFEL train (IR-50 + MobileFaceNet, 3 scales), {size} px, '
-                        'batch {batch}',
+    'grefel_train_64': 'GReFEL train (reduced CPU variant), 64 px, batch {batch}',
+    'grefel_train_112': 'GReFEL train (IR-50 + MobileFaceNet, 3 scales), 112 px, batch {batch}',
     'vgg16_grey_train_48': 'VGG-16 train, grey {size} px, soft targets, batch {batch}',
     'resnet18_infer_b1': 'ResNet-18 inference, {size} px, batch {batch}',
     'resnet18_infer_b64': 'ResNet-18 inference, {size} px, batch {batch}',
