@@ -133,6 +133,12 @@ def _check_image_only(path: str, model=None) -> None:
                     'features); predict needs a model of the image alone')
 
 
+def _cpu_run_dir(path: str) -> bool:
+  import jax
+  from ferjax.interop import bundle
+  return not bundle.is_bundle(path) and jax.default_backend() == 'cpu'
+
+
 def main(argv):
   inputs, options = _options(argv)
   from ferjax import predict_io
@@ -154,10 +160,13 @@ def main(argv):
     raise UserError('ferjax.predict runs in one process (on every device it sees)')
   start = time.time()
   _check_image_only(FLAGS.model)
-  model, backend = predict_backends.load(FLAGS.model, FLAGS.backend,
-                                         cli_lib.parse_step(FLAGS.step))
+  model, _ = predict_backends.load(FLAGS.model, FLAGS.backend,
+                                   cli_lib.parse_step(FLAGS.step))
   _check_image_only(FLAGS.model, model)
   runtime.say(f'predict: {FLAGS.model} on {model.description}')
+  if FLAGS.backend == 'auto' and _cpu_run_dir(FLAGS.model):
+    runtime.say('predict: on CPU a bundle runs faster in ONNX Runtime: python -m ferjax.convert '
+                f'--from ferjax --in {FLAGS.model} --out BUNDLE_DIR --to onnx')
   writer = predict_io.RowWriter(FLAGS.out, predict_run.columns(model.class_names,
                                                                model.outputs()), fmt)
   bar = runtime.progress(total=len(sources), desc='predict', unit='file')
