@@ -138,8 +138,14 @@ def torch_spec(cfg) -> dict:
     # grefel.eval_correction is off), as the method's predict step.
     return {'module': 'grefel', 'kwargs': grefel.torch_kwargs(cfg),
             'outputs': [_output('logits', 0), _output('probs', 1)]}
+  if method == 'mtl':
+    from ferjax.interop import mtl
+    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in mtl.config_dims(cfg).items()}
+    return {'module': 'mtl', 'kwargs': kwargs,
+            'outputs': [_output('logits', 0), _output('probs', 0, activation='softmax'),
+                        _output('landmarks', 1)]}
   raise BundleError(f'no PyTorch bundle for method {method!r} yet (baseline, cage, dan, cafe, '
-                    'ran, mten and grefel export)')
+                    'ran, mten, grefel and mtl export)')
 
 
 def state_dict(cfg, variables: Mapping) -> dict[str, np.ndarray]:
@@ -171,6 +177,10 @@ def state_dict(cfg, variables: Mapping) -> dict[str, np.ndarray]:
   if cfg.method == 'grefel':
     from ferjax.interop import grefel
     return grefel.to_numpy_state_dict({'params': params, 'batch_stats': stats}, cfg)
+  if cfg.method == 'mtl':
+    from ferjax.interop import mtl
+    return mtl.to_numpy_state_dict({'params': params, 'batch_stats': stats},
+                                   **mtl.config_dims(cfg))
   raise BundleError(f'no PyTorch bundle for method {cfg.method!r}')
 
 
@@ -216,6 +226,10 @@ def variables(cfg, sd: Mapping[str, Any]) -> dict:
   if cfg.method == 'grefel':
     from ferjax.interop import grefel
     return grefel.from_torch(sd, cfg)
+  if cfg.method == 'mtl':
+    from ferjax.interop import mtl
+    # The affinity loss's centres are training state, not in the reference model: fresh ones.
+    return mtl.from_torch(sd, seed=cfg.seed, **mtl.config_dims(cfg))
   raise BundleError(f'no PyTorch bundle for method {cfg.method!r}')
 
 

@@ -68,6 +68,7 @@ CASES = {
     'cafe': ('cafe_synthetic.py', 'cpu', {'model.stage_sizes': (2, 2, 2, 2)}),
     'ran': ('ldl_synthetic.py', 'smoke,model=ran', {'model.stage_sizes': (2, 2, 2, 2)}),
     'mten': ('ldl_synthetic.py', 'smoke,model=mten', {'mten.va_weight': 1.0}),
+    'mtl': ('mtl_synthetic.py', 'smoke', {}),
     'grefel': ('grefel_synthetic.py', 'smoke', {}),
 }
 ONNX_CASES = ('baseline_resnet18_va', 'cage_combined', 'dan', 'grefel')
@@ -101,7 +102,7 @@ def test_bundle_loads_in_torch_and_matches_ferjax(case, tmp_path):
       np.testing.assert_allclose(got[k], want[k], atol=ATOL, err_msg=f'onnx {k}')
   back = bundle.variables(cfg, bundle.read_state_dict(str(tmp_path / 'b')))
   flat_back, flat = it._leaves(back), it._leaves(variables)
-  if cfg.method == 'dan':      # the affinity centres are training state, not exported
+  if cfg.method in ('dan', 'mtl'):   # the affinity centres are training state, not exported
     flat = {p: v for p, v in flat.items() if p[-1] != 'centers'}
     flat_back = {p: v for p, v in flat_back.items() if p[-1] != 'centers'}
   assert sorted(flat_back) == sorted(flat)

@@ -72,28 +72,9 @@ def spread_flax(dims, seed):
 
 
 def torch_model(dims, **kw):
-  appearance, channels = None, 0
-  if dims.get('appearance', '').startswith('mobilevit'):
-    from timm.models.byobnet import ByobNet
-    from timm.models.mobilevit import _mobilevitv2_cfg
-    appearance = ByobNet(_mobilevitv2_cfg(dims['mobilevit_channels'][0] / 64), num_classes=0)
-    channels = dims['mobilevit_channels'][-1]
-  elif dims.get('appearance') == 'resnet50':
-    import torchvision
-    appearance = torchvision.models.resnet50()
-    appearance.inplanes = dims['width']
-    appearance.conv1 = torch.nn.Conv2d(3, dims['width'], 7, 2, 3, bias=False)
-    appearance.bn1 = torch.nn.BatchNorm2d(dims['width'])
-    from torchvision.models.resnet import Bottleneck
-    for i in range(4):
-      setattr(appearance, f'layer{i + 1}', appearance._make_layer(
-          Bottleneck, dims['width'] * 2**i, dims['stage_sizes'][i], stride=1 if i == 0 else 2))
-    appearance.fc = torch.nn.Identity()
-  return ref.MTL(num_class=dims['num_classes'], num_head=dims['num_heads'], width=dims['width'],
-                 layers=dims['stage_sizes'], reduce=dims['reduce'], shared=dims['shared'],
-                 hidden=dims['hidden'], appearance=appearance, appearance_channels=channels,
-                 appearance_head=dims.get('appearance_head', 'conv'),
-                 afn_logsoftmax=dims.get('afn_logsoftmax', False), **kw)
+  if kw:
+    raise TypeError(f'unexpected {sorted(kw)}')
+  return ref.from_dims(**dims)
 
 
 def torch_forward(model, x):

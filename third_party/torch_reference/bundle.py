@@ -17,6 +17,7 @@ that module with fresh weights, and `model.safetensors` then loads into it with 
   ran         the authors' RAN (ran.py here), its region crops taken from the image in the
               forward pass as ferjax takes them.
   mten        torchvision's efficientnet_b2 with classifier[1] = Linear(1408, C + 2).
+  mtl         paper 004's multi-task model (mtl.py here): (logits, landmarks, ...).
   grefel      GReFEL (grefel.py here): POSTER++'s encoder names, ARBEx's head and reliability
               balancing names; returns (log p, p) of the predicted distribution.
 
@@ -201,6 +202,9 @@ def build(spec: dict) -> nn.Module:
     import torchvision.models as tvm
     model = getattr(tvm, kw['arch'])()
     model.classifier[1] = nn.Linear(model.classifier[1].in_features, kw['num_classes'] + 2)
+  elif kind == 'mtl':
+    from third_party.torch_reference.mtl import from_dims
+    model = from_dims(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
   elif kind == 'grefel':
     from third_party.torch_reference.grefel import GReFEL
     model = GReFEL(**kw)

@@ -112,3 +112,31 @@ def weighted_ce(logits, labels, weight=None):
 
 def landmark_mse(pred, target):
   return F.mse_loss(pred, target)
+
+
+def from_dims(**dims) -> MTL:
+  """The reference built from ferjax.interop.mtl.config_dims(cfg): the emotion branch, and the
+  appearance branch the run chose (VGGFace2 ResNet-50 inside MTL, a torchvision-named ResNet-50
+  of the run's width, or timm's MobileViTv2 at the run's channels)."""
+  appearance, channels = None, 0
+  if dims.get('appearance', '').startswith('mobilevit'):
+    from timm.models.byobnet import ByobNet
+    from timm.models.mobilevit import _mobilevitv2_cfg
+    appearance = ByobNet(_mobilevitv2_cfg(dims['mobilevit_channels'][0] / 64), num_classes=0)
+    channels = dims['mobilevit_channels'][-1]
+  elif dims.get('appearance') == 'resnet50':
+    import torchvision
+    from torchvision.models.resnet import Bottleneck
+    appearance = torchvision.models.resnet50()
+    appearance.inplanes = dims['width']
+    appearance.conv1 = nn.Conv2d(3, dims['width'], 7, 2, 3, bias=False)
+    appearance.bn1 = nn.BatchNorm2d(dims['width'])
+    for i in range(4):
+      setattr(appearance, f'layer{i + 1}', appearance._make_layer(
+          Bottleneck, dims['width'] * 2**i, dims['stage_sizes'][i], stride=1 if i == 0 else 2))
+    appearance.fc = nn.Identity()
+  return MTL(num_class=dims['num_classes'], num_head=dims['num_heads'], width=dims['width'],
+             layers=dims['stage_sizes'], reduce=dims['reduce'], shared=dims['shared'],
+             hidden=dims['hidden'], appearance=appearance, appearance_channels=channels,
+             appearance_head=dims.get('appearance_head', 'conv'),
+             afn_logsoftmax=dims.get('afn_logsoftmax', False))
