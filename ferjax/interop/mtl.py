@@ -94,32 +94,13 @@ def _names(abstract, appearance) -> dict:
           for p, a in it._leaves(abstract).items() if p != CENTRES}
 
 
-def _fail(what, dims, missing, unexpected, bad) -> None:
-  if missing or unexpected or bad:
-    msg = [f'{what} does not fit the multi-task model {dict(dims)}:']
-    for label, keys in (('missing', missing), ('unexpected', unexpected), ('mis-shaped', bad)):
-      if keys:
-        msg.append(f'  {label} ({len(keys)}): {it._short(keys)}')
-    raise it.ConversionError('\n'.join(msg))
-
-
 def to_numpy_state_dict(variables: Mapping, **dims) -> dict[str, np.ndarray]:
   """ferjax variables -> the reference state_dict (numpy), BN `num_batches_tracked` 0."""
   abstract = abstract_variables(**dims)
   names = _names(abstract, dims.get('appearance', 'resnet50_vggface2'))
-  want = it._leaves(abstract)
-  flat = {p: v for p, v in it._leaves({k: variables[k] for k in ('params', 'batch_stats')
-                                       if k in variables}).items() if p != CENTRES}
-  missing = ['/'.join(p) for p in names if p not in flat]
-  unexpected = ['/'.join(p) for p in flat if p not in names]
-  bad = [f'{"/".join(p)}: {tuple(np.shape(flat[p]))}, expected {tuple(want[p].shape)}'
-         for p in names if p in flat and tuple(np.shape(flat[p])) != tuple(want[p].shape)]
-  _fail('variables', dims, missing, unexpected, bad)
-  out = {key: np.ascontiguousarray(tf.to_torch(np.asarray(jax.device_get(flat[p]), np.float32)))
-         for p, (key, tf) in names.items()}
-  for key, make in it.bn_tracked(out).items():
-    out[key] = make()
-  return out
+  given = {k: variables[k] for k in ('params', 'batch_stats') if k in variables}
+  return it.named_to_torch(names, abstract, given,
+                           f'variables do not fit the multi-task model {dict(dims)}')
 
 
 def to_torch(variables: Mapping, **dims) -> dict:
@@ -132,22 +113,8 @@ def from_torch(state_dict: Mapping[str, Any], centers=None, seed: int = 0, **dim
   abstract = abstract_variables(**dims)
   names = _names(abstract, dims.get('appearance', 'resnet50_vggface2'))
   want = it._leaves(abstract)
-  sd = {k: it.to_numpy(v) for k, v in state_dict.items()}
-  wanted = {key for key, _ in names.values()}
-  extra = set(it.bn_tracked(dict.fromkeys(wanted)))
-  missing = sorted(k for k in wanted if k not in sd)
-  unexpected = sorted(k for k in sd if k not in wanted and k not in extra)
-  flat, bad = {}, []
-  for p, (key, tf) in names.items():
-    if key not in sd:
-      continue
-    a = tf.to_flax(sd[key])
-    if tuple(a.shape) != tuple(want[p].shape):
-      bad.append(f'{key}: torch {tuple(sd[key].shape)}, ferjax {"/".join(p)} expects '
-                 f'{tuple(want[p].shape)}')
-      continue
-    flat[p] = np.ascontiguousarray(a, np.float32)
-  _fail('state_dict', dims, missing, unexpected, bad)
+  flat = it.named_from_torch(names, abstract, state_dict,
+                             f'state_dict does not fit the multi-task model {dict(dims)}')
   shape = tuple(want[CENTRES].shape)
   if centers is None:
     centers = np.asarray(jax.random.normal(jax.random.key(seed), shape), np.float32)

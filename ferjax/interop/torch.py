@@ -334,3 +334,55 @@ def load_bundle(path: str, device: str = 'cpu'):
   (see ferjax.interop.torch_bundle)."""
   from ferjax.interop import torch_bundle
   return torch_bundle.load_bundle(path, device)
+
+
+def _misfit(what: str, missing, unexpected, bad) -> None:
+  if missing or unexpected or bad:
+    msg = [f'{what}:']
+    for label, keys in (('missing', missing), ('unexpected', unexpected), ('mis-shaped', bad)):
+      if keys:
+        msg.append(f'  {label} ({len(keys)}): {_short(keys)}')
+    raise ConversionError('\n'.join(msg))
+
+
+def named_to_torch(names: Mapping[tuple, tuple[str, Transform]], abstract: Mapping,
+                   variables: Mapping, what: str) -> dict[str, np.ndarray]:
+  """Flat ferjax variables -> {torch key: array} through a whole model's name table (Flax path
+  -> (torch key, Transform)), strict about paths and shapes; BN `num_batches_tracked` added.
+  `what` opens the error message ('variables do not fit the DAN ...')."""
+  want = _leaves(abstract)
+  flat = {p: v for p, v in _leaves(variables).items() if p in names or p not in want}
+  missing = ['/'.join(p) for p in names if p not in flat]
+  unexpected = ['/'.join(p) for p in flat if p not in names]
+  bad = [f'{"/".join(p)}: {tuple(np.shape(flat[p]))}, expected {tuple(want[p].shape)}'
+         for p in names if p in flat and tuple(np.shape(flat[p])) != tuple(want[p].shape)]
+  _misfit(what, missing, unexpected, bad)
+  out = {key: np.ascontiguousarray(tf.to_torch(np.asarray(jax.device_get(flat[p]), np.float32)))
+         for p, (key, tf) in names.items()}
+  for key, make in bn_tracked(out).items():
+    out[key] = make()
+  return out
+
+
+def named_from_torch(names: Mapping[tuple, tuple[str, Transform]], abstract: Mapping,
+                     state_dict: Mapping[str, Any], what: str) -> dict[tuple, np.ndarray]:
+  """{torch key: array} -> flat ferjax variables through a name table: every key used once
+  (BN `num_batches_tracked` is never read), shapes checked."""
+  want = _leaves(abstract)
+  sd = {k: to_numpy(v) for k, v in state_dict.items()}
+  wanted = {key for key, _ in names.values()}
+  extra = set(bn_tracked(dict.fromkeys(wanted)))
+  missing = sorted(k for k in wanted if k not in sd)
+  unexpected = sorted(k for k in sd if k not in wanted and k not in extra)
+  flat, bad = {}, []
+  for p, (key, tf) in names.items():
+    if key not in sd:
+      continue
+    a = tf.to_flax(sd[key])
+    if tuple(a.shape) != tuple(want[p].shape):
+      bad.append(f'{key}: torch {tuple(sd[key].shape)}, ferjax {"/".join(p)} expects '
+                 f'{tuple(want[p].shape)}')
+      continue
+    flat[p] = np.ascontiguousarray(a, np.float32)
+  _misfit(what, missing, unexpected, bad)
+  return flat
