@@ -254,7 +254,8 @@ def _replace_dir(tmp: str, out: str, overwrite: bool) -> None:
   if os.path.exists(out):
     if not overwrite:
       raise BundleError(f'{out} exists; pass --overwrite to replace it')
-    old = out.rstrip('/') + '.old'
+    # An empty, unique folder to move the old bundle onto (a rename may replace an empty one).
+    old = tempfile.mkdtemp(prefix='.old-bundle-', dir=os.path.dirname(out))
     os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
