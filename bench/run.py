@@ -1,6 +1,6 @@
 """Runs a benchmark suite and writes bench/results/<date>.json (and .md).
 
-  python -m bench.run --suite quick      # < 10 minutes on a 2-core CPU
+  python -m bench.run --suite quick      # about 25 minutes on a 2-core CPU
   python -m bench.run --suite full       # accelerators: larger batches, more repeats
   python -m bench.run --only resnet18_train_112,pipeline
 
@@ -20,7 +20,7 @@ from absl import app, flags
 from ferjax import cli
 
 flags.DEFINE_enum('suite', 'quick', ['quick', 'full'],
-                  'quick: < 10 minutes on a 2-core CPU; full: sized for accelerators.')
+                  'quick: about 25 minutes on a 2-core CPU; full: sized for accelerators.')
 flags.DEFINE_list('only', [], 'Benchmark names to run; default: the whole suite.')
 flags.DEFINE_string('out', '', 'JSON path; default bench/results/<date>.json, or <date>_2.json, '
                     '... if that exists (earlier runs of the day are kept).')
