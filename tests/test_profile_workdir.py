@@ -21,8 +21,15 @@ def _train(workdir, *extra):
 
 @pytest.mark.timeout(400)
 def test_profile_trace_in_a_file_url_workdir(tmp_path):
-  out = _train(f'file://{tmp_path}/run', '--config.train.max_steps=3',
-               '--config.train.profile_steps=2:3')
+  args = (f'file://{tmp_path}/run', '--config.train.max_steps=3',
+          '--config.train.profile_steps=2:3')
+  out = _train(*args)
+  if out.returncode == -11:
+    # jax's CPU profiler has crashed (SIGSEGV) once in a few runs while starting its trace; not
+    # ferjax's code. One fresh try; a second crash fails.
+    import shutil
+    shutil.rmtree(tmp_path / 'run', ignore_errors=True)
+    out = _train(*args)
   assert out.returncode == 0, out.stderr[-3000:]
   run = tmp_path / 'run'
   assert (run / 'checkpoints' / '3').is_dir()
