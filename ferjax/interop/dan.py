@@ -22,7 +22,6 @@ import re
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ferjax.interop import resnet as resnet_map
@@ -67,18 +66,9 @@ def name(collection: str, path: tuple, shape: tuple) -> tuple[str, it.Transform]
   return '.'.join([_INDEX.sub(r'.\1', m) for m in path[:-1]] + [leaf]), tf
 
 
-_ABSTRACT: dict = {}
-
-
 def abstract_variables(**dims) -> dict:
   """The DAN's variable tree (shapes only), traced at 32 x 32 (no size-dependent shapes)."""
-  key = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v)
-                     for k, v in dims.items()))
-  if key not in _ABSTRACT:
-    model = build(**dims)
-    _ABSTRACT[key] = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32)))
-  return _ABSTRACT[key]
+  return it.traced(build, (1, 32, 32, 3), **dims)
 
 
 def _names(abstract) -> dict[tuple, tuple[str, it.Transform]]:

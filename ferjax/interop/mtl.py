@@ -18,7 +18,6 @@ import re
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ferjax.interop import mobilevit as mobilevit_map
@@ -76,17 +75,8 @@ def name(collection: str, path: tuple, shape: tuple, appearance: str) -> tuple[s
   return '.'.join([_INDEX.sub(r'.\1', m) for m in path[:-1]] + [leaf]), tf
 
 
-_ABSTRACT: dict = {}
-
-
 def abstract_variables(**dims) -> dict:
-  key = tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v)
-                     for k, v in dims.items()))
-  if key not in _ABSTRACT:
-    model = build(**dims)
-    _ABSTRACT[key] = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
-  return _ABSTRACT[key]
+  return it.traced(build, (1, 64, 64, 3), **dims)
 
 
 def _names(abstract, appearance) -> dict:

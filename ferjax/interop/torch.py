@@ -124,6 +124,19 @@ def abstract_variables(arch: str, input_shape=None, **overrides) -> dict:
   return tree
 
 
+def traced(build: Callable[..., Any], input_shape, **dims) -> dict:
+  """The variable tree of a whole model `build(**dims)` traced at `input_shape` (cached like
+  abstract_variables, lists in `dims` taken as tuples), for the models outside the arch table."""
+  key = (build.__module__, build.__qualname__, tuple(input_shape),
+         tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                      for k, v in dims.items())))
+  if key not in _ABSTRACT_CACHE:
+    module = build(**dims)
+    x = jnp.zeros(tuple(input_shape), jnp.float32)
+    _ABSTRACT_CACHE[key] = jax.eval_shape(lambda: module.init(jax.random.key(0), x))
+  return _ABSTRACT_CACHE[key]
+
+
 def _abstract_variables(arch: str, input_shape=None, **overrides) -> dict:
   m = get(arch)
   module = m.build(**overrides)
